@@ -1,0 +1,509 @@
+"""Read an ECG record from disk into a canonical :class:`EcgRecord`.
+
+Everything file-format specific (WFDB headers, ``p_signal``, ``sig_name``, Challenge
+``.mat`` quirks) stays in this module; the rest of ecgqa sees millivolts, a sampling
+rate, canonical lead names and plain metadata.
+
+Supported: WFDB records in every signal format wfdb reads (8, 16, 24, 32, 61, 80, 160,
+212, 310, 311, FLAC 508/516/524, byte offsets, multi-segment) and PhysioNet/CinC
+Challenge ``.hea`` + ``.mat`` pairs, including the 2020 Georgia headers whose record
+line names ``E00001.mat``. Pass ``x.hea``, ``x.mat``, ``x.dat`` or the bare record name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ecgqa.records.leads import canonical_lead_name, is_standard_lead, parse_leads
+from ecgqa.records.meta import EcgMeta, parse_comments
+
+# Limits that separate a real recording from a corrupt header.
+MIN_SECONDS = 1.0
+MAX_SECONDS = 48 * 3600.0
+MAX_VALUES = 400_000_000          # leads x samples held in memory (1.6 GB of float32)
+MAX_FS = 100_000.0
+# Median over leads of the band-passed 1-99 percentile range of a real surface ECG.
+PLAUSIBLE_MEDIAN_RANGE_MV = (0.2, 4.0)
+_VOLT_UNITS = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
+_SIGNAL_SUFFIXES = {".hea", ".mat", ".dat"}
+
+
+class EcgRecordError(ValueError):
+    """A record could not be read; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True, eq=False)
+class EcgRecord:
+    """An ECG in canonical form.
+
+    Attributes:
+        signal: float32 array ``(leads, samples)`` in millivolts.
+        fs: sampling rate in Hz.
+        leads: lead names, canonical spelling (``I II III aVR aVL aVF V1..V6``) first in
+            standard order, other channels after them.
+        lead_mask: bool ``(leads,)``; False where a lead was requested but not recorded,
+            or recorded without a usable sample (the signal row is then zeros).
+        meta: header metadata and reader warnings.
+        path: the header file the record came from.
+    """
+
+    signal: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+    lead_mask: np.ndarray
+    meta: EcgMeta = field(default_factory=EcgMeta)
+    path: str = ""
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.signal.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs
+
+    def lead(self, name: str) -> np.ndarray:
+        """The samples of one lead (any spelling), in mV."""
+        canon = canonical_lead_name(name)
+        if canon not in self.leads:
+            raise KeyError(f"lead {name!r} not in record ({', '.join(self.leads)})")
+        return self.signal[self.leads.index(canon)]
+
+    def resample(self, fs: float) -> EcgRecord:
+        """Polyphase resampling (scipy ``resample_poly``) to ``fs`` Hz."""
+        if fs <= 0:
+            raise ValueError(f"target sampling rate must be > 0 Hz, got {fs}")
+        if abs(fs - self.fs) < 1e-9:
+            return self
+        from scipy.signal import resample_poly
+
+        ratio = Fraction(float(fs) / float(self.fs)).limit_denominator(1000)
+        out = resample_poly(self.signal, ratio.numerator, ratio.denominator, axis=1)
+        out = out.astype(np.float32)  # (leads, samples * up / down)
+        return replace(self, signal=out, fs=float(fs))
+
+    def fit_duration(self, seconds: float, align: str = "start") -> EcgRecord:
+        """Crop or zero-pad to exactly ``round(seconds * fs)`` samples.
+
+        Args:
+            seconds: target duration.
+            align: ``"start"`` keeps the beginning (pads at the end); ``"center"`` keeps the
+                middle (pads both sides).
+        """
+        if seconds <= 0:
+            raise ValueError(f"target duration must be > 0 s, got {seconds}")
+        if align not in ("start", "center"):
+            raise ValueError(f"align must be 'start' or 'center', got {align!r}")
+        target = int(round(seconds * self.fs))
+        n = self.n_samples
+        if target == n:
+            return self
+        if target < n:
+            start = 0 if align == "start" else (n - target) // 2
+            return replace(self, signal=np.ascontiguousarray(self.signal[:, start:start + target]))
+        before = 0 if align == "start" else (target - n) // 2
+        out = np.zeros((self.signal.shape[0], target), dtype=np.float32)
+        out[:, before:before + n] = self.signal
+        return replace(self, signal=out)
+
+    def select_leads(self, leads: str | tuple[str, ...] | list[str]) -> EcgRecord:
+        """Keep and reorder leads; leads the record lacks become zero rows, mask False.
+
+        Args:
+            leads: names (any spelling), ``"I,II,V1"`` or a subset name such as ``"limb"``.
+        """
+        wanted = parse_leads(leads)
+        assert wanted is not None
+        rows = np.zeros((len(wanted), self.n_samples), dtype=np.float32)
+        mask = np.zeros(len(wanted), dtype=bool)
+        for i, name in enumerate(wanted):
+            if name in self.leads:
+                j = self.leads.index(name)
+                rows[i] = self.signal[j]
+                mask[i] = self.lead_mask[j]
+        return replace(self, signal=rows, leads=wanted, lead_mask=mask)
+
+
+def read_record(
+    path: str | os.PathLike,
+    *,
+    fs: float | None = None,
+    duration_s: float | None = None,
+    leads: str | tuple[str, ...] | list[str] | None = None,
+    align: str = "start",
+) -> EcgRecord:
+    """Read an ECG record and return it in millivolts with canonical lead names.
+
+    Args:
+        path: ``x.hea``, ``x.mat``, ``x.dat`` or the bare record name ``x``.
+        fs: resample to this rate (Hz) with a polyphase filter; ``None`` keeps the file's.
+        duration_s: crop or zero-pad to this many seconds; ``None`` keeps the length.
+        leads: select/reorder leads (``"12-lead"``, ``"limb"``, ``"I,II,V1"``, a list);
+            missing leads are zero rows with ``lead_mask`` False.
+        align: ``"start"`` or ``"center"``, where ``duration_s`` crops or pads.
+
+    Returns:
+        EcgRecord with ``signal`` float32 ``(leads, samples)`` in mV.
+
+    Raises:
+        EcgRecordError: the file is missing, malformed, or holds no usable ECG.
+
+    Example:
+        >>> rec = read_record("../shared/data/real/ptbxl/00001_lr.hea", fs=500)
+        >>> rec.signal.shape, rec.leads[:3]
+        ((12, 5000), ('I', 'II', 'III'))
+    """
+    header = resolve_header(path)
+    try:
+        wanted = parse_leads(leads)
+    except ValueError as err:
+        raise EcgRecordError(header, str(err)) from None
+    rec = _read_wfdb(header)
+    if wanted is not None:
+        rec = rec.select_leads(wanted)
+    if fs is not None:
+        if not fs > 0:
+            raise EcgRecordError(header, f"target sampling rate must be > 0 Hz, got {fs}")
+        rec = rec.resample(fs)
+    if duration_s is not None:
+        try:
+            rec = rec.fit_duration(duration_s, align)
+        except ValueError as err:
+            raise EcgRecordError(header, str(err)) from None
+    return rec
+
+
+def resolve_header(path: str | os.PathLike) -> Path:
+    """Map any accepted spelling of a record (``x.hea``, ``x.mat``, ``x.dat``, ``x``) to its
+    existing ``.hea`` file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise EcgRecordError(p, "is a directory; give a record such as DIR/name.hea")
+    if p.suffix.lower() in _SIGNAL_SUFFIXES:
+        header = p.with_suffix(".hea")
+        if header.is_file():
+            return header
+        if p.is_file():
+            raise EcgRecordError(p, f"no header {header.name} beside the signal file; a WFDB "
+                                 "or Challenge record needs its .hea for gains and lead names")
+        raise EcgRecordError(p, "no such file")
+    header = Path(str(p) + ".hea")  # a bare record name may itself contain dots
+    if header.is_file():
+        return header
+    if p.is_file():
+        raise EcgRecordError(p, f"unsupported file type {p.suffix or '(no extension)'!r}: ecgqa "
+                             "reads WFDB records (.hea with .dat/.mat/.flac signals) and "
+                             "PhysioNet Challenge .hea + .mat pairs")
+    raise EcgRecordError(p, f"no such record (neither {p.name} nor {header.name} exists)")
+
+
+# --------------------------------------------------------------------------- WFDB path
+
+
+def _read_wfdb(header: Path) -> EcgRecord:
+    import wfdb
+
+    text = _read_header_text(header)
+    repaired = _repair_header_text(text)
+    has_fs = _check_record_line(header, _record_line(text) or "")
+    with _header_view(header, repaired) as base:
+        try:
+            hdr = wfdb.rdheader(base)
+        except Exception as err:  # wfdb raises ValueError, IndexError, TypeError ...
+            raise EcgRecordError(header, f"malformed header: {_reason(err)}") from None
+        _check_header(header, hdr)
+        try:
+            wrec = wfdb.rdrecord(base, physical=True)
+        except EcgRecordError:
+            raise
+        except Exception as err:
+            raise EcgRecordError(header, f"cannot decode the signal: {_reason(err)}") from None
+    warnings = []
+    if repaired is not None:
+        warnings.append("header record line repaired (record name carried a file extension)")
+    if not has_fs:
+        warnings.append("header gives no sampling rate; the WFDB default 250 Hz was assumed")
+    # date/time as written (Challenge files use `04-Jun-2020 15:11:55`, not WFDB's format)
+    recorded_at = " ".join((_record_line(text) or "").split()[4:]) or None
+    return _to_canonical(header, wrec, hdr, warnings, recorded_at)
+
+
+def _read_header_text(header: Path) -> str:
+    try:
+        raw = header.read_bytes()
+    except OSError as err:
+        raise EcgRecordError(header, f"cannot read header: {err.strerror or err}") from None
+    if not raw.strip():
+        raise EcgRecordError(header, "header file is empty")
+    if b"\x00" in raw[:4096]:
+        raise EcgRecordError(header, "header is binary, not a WFDB text header")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _record_line(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    return None
+
+
+_FS_FIELD = re.compile(r"^(\d+\.?\d*|\.\d+)(e[+-]?\d+)?(/[\d.]+(\([\d.]+\))?)?$", re.I)
+
+
+def _check_record_line(header: Path, line: str) -> bool:
+    """Validate the sampling-rate field wfdb would silently replace by 250 Hz.
+
+    Returns:
+        True when the record line states a sampling rate.
+    """
+    fields = line.split()
+    if len(fields) < 3:
+        return False
+    fs = fields[2]
+    if fs.startswith("-"):
+        raise EcgRecordError(header, f"sampling rate must be > 0 Hz, header says {fs}")
+    if not _FS_FIELD.match(fs):
+        raise EcgRecordError(header, f"malformed header: sampling rate {fs!r} is not a number")
+    return True
+
+
+def _repair_header_text(text: str) -> str | None:
+    """Fix the CinC 2020 quirk ``E00001.mat 12 500 5000``: a file name as record name.
+
+    Returns the repaired text, or None when no repair was needed.
+    """
+    line = _record_line(text)
+    if line is None:
+        return None
+    name, _, rest = line.partition(" ")
+    fixed = re.sub(r"\.(mat|dat|hea)$", "", name, flags=re.IGNORECASE)
+    if fixed == name:
+        return None
+    return text.replace(line, f"{fixed} {rest}", 1)
+
+
+class _header_view:
+    """Context manager yielding the wfdb record base name to read.
+
+    An unrepaired header is read in place. A repaired header is written to a temporary
+    folder next to links to the original signal files, so wfdb's public reader is used
+    for the samples either way.
+    """
+
+    def __init__(self, header: Path, repaired_text: str | None):
+        self.header, self.text, self.tmp = header, repaired_text, None
+
+    def __enter__(self) -> str:
+        if self.text is None:
+            return str(self.header.with_suffix(""))
+        self.tmp = tempfile.mkdtemp(prefix="ecgqa-hea-")
+        name = _record_line(self.text).split()[0].split("/")[0]
+        Path(self.tmp, name + ".hea").write_text(self.text)
+        for entry in self.header.parent.iterdir():
+            if entry.name != self.header.name and entry.is_file():
+                target = Path(self.tmp, entry.name)
+                try:
+                    target.symlink_to(entry.resolve())
+                except OSError:
+                    shutil.copyfile(entry, target)
+        return str(Path(self.tmp, name))
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _reason(err: Exception) -> str:
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+def _check_header(header: Path, hdr) -> None:
+    """Reject impossible headers before any sample is read."""
+    from wfdb.io._signal import BYTES_PER_SAMPLE
+
+    if getattr(hdr, "n_seg", None) is not None:
+        return  # multi-segment: wfdb checks each segment's header on read
+    if not hdr.n_sig or not hdr.sig_name:
+        raise EcgRecordError(header, "header declares no signals")
+    if len(hdr.sig_name) != hdr.n_sig:
+        raise EcgRecordError(header, f"malformed header: {hdr.n_sig} signals declared but "
+                             f"{len(hdr.sig_name)} signal lines given")
+    fs = float(hdr.fs or 0)
+    if not np.isfinite(fs) or fs <= 0:
+        raise EcgRecordError(header, f"sampling rate must be > 0 Hz, header says {hdr.fs}")
+    if fs > MAX_FS:
+        raise EcgRecordError(header, f"sampling rate {fs:g} Hz is implausible for an ECG")
+    n = hdr.sig_len
+    if n is not None and n > 0:
+        if n / fs > MAX_SECONDS or n * hdr.n_sig > MAX_VALUES:
+            raise EcgRecordError(header, f"absurd length: {n} samples x {hdr.n_sig} signals "
+                                 f"({n / fs / 3600:.1f} h) declared")
+    for name, unit in zip(hdr.sig_name, hdr.units or []):
+        if unit and "/" in unit:
+            raise EcgRecordError(header, f"malformed header: cannot parse gain/units {unit!r} "
+                                 f"of signal {name}")
+    for fmt in set(hdr.fmt or []):
+        if fmt not in BYTES_PER_SAMPLE:
+            raise EcgRecordError(header, f"unknown WFDB signal format {fmt!r}")
+    per_file: dict[str, float] = {}
+    offsets: dict[str, int] = {}
+    for i, fname in enumerate(hdr.file_name):
+        src = header.parent / fname
+        if not src.is_file():
+            raise EcgRecordError(header, f"signal file {fname} is missing")
+        spf = (hdr.samps_per_frame or [1] * hdr.n_sig)[i] or 1
+        per_file[fname] = per_file.get(fname, 0.0) + BYTES_PER_SAMPLE[hdr.fmt[i]] * spf
+        offsets[fname] = (hdr.byte_offset or [None] * hdr.n_sig)[i] or 0
+    if n:
+        for fname, frame_bytes in per_file.items():
+            if frame_bytes == 0:
+                continue  # FLAC: compressed, wfdb checks the stream itself
+            size = (header.parent / fname).stat().st_size - offsets[fname]
+            need = int(np.ceil(frame_bytes * n))
+            if size < need:
+                raise EcgRecordError(header, f"header/data mismatch: {n} samples declared but "
+                                     f"{fname} holds {max(size, 0) / frame_bytes:.0f}")
+
+
+# --------------------------------------------------------------------------- canonical form
+
+
+def _to_canonical(header: Path, wrec, hdr, warnings: list[str],
+                  recorded_at: str | None) -> EcgRecord:
+    sig = wrec.p_signal
+    if sig is None or sig.ndim != 2 or sig.shape[0] == 0:
+        raise EcgRecordError(header, "record holds no samples")
+    fs = float(wrec.fs)
+    n = sig.shape[0]
+    if hdr.sig_len and n != hdr.sig_len and getattr(hdr, "n_seg", None) is None:
+        raise EcgRecordError(header, f"header/data mismatch: {hdr.sig_len} samples declared, "
+                             f"{n} decoded")
+    if n / fs < MIN_SECONDS:
+        raise EcgRecordError(header, f"record is {n / fs:.3f} s long; at least {MIN_SECONDS:g} s "
+                             "of ECG is needed")
+    rows, names, dropped = [], [], []
+    units = wrec.units or [""] * len(wrec.sig_name)
+    for j, (raw_name, unit) in enumerate(zip(wrec.sig_name, units)):
+        scale = _VOLT_UNITS.get((unit or "mV").strip().lower())
+        name = canonical_lead_name(raw_name or f"ch{j}")
+        if scale is None:
+            dropped.append(f"{raw_name} ({unit})")
+            continue
+        if name in names:
+            dropped.append(f"{raw_name} (duplicate of {name})")
+            continue
+        rows.append(sig[:, j] * scale)
+        names.append(name)
+    if dropped:
+        warnings.append("non-ECG or duplicate channels dropped: " + ", ".join(dropped))
+    if not rows:
+        raise EcgRecordError(header, "no voltage channel in the record (units: "
+                             + ", ".join(wrec.units or []) + ")")
+    signal, mask = _clean(header, np.stack(rows).astype(np.float32), names, warnings)
+    order = sorted(range(len(names)), key=lambda i: _lead_rank(names[i], i))
+    signal, mask = signal[order], mask[order]
+    names = [names[i] for i in order]
+    warnings.extend(_amplitude_warnings(signal, mask, fs) or _known_gain_quirks(wrec))
+    meta = parse_comments(wrec.comments or [])
+    meta = replace(
+        meta,
+        record_name=str(wrec.record_name),
+        source_format=_format_name(header, hdr),
+        original_fs=fs,
+        original_leads=tuple(wrec.sig_name),
+        base_datetime=recorded_at,
+        warnings=tuple(warnings),
+    )
+    return EcgRecord(signal=np.ascontiguousarray(signal), fs=fs, leads=tuple(names),
+                     lead_mask=mask, meta=meta, path=str(header))
+
+
+def _clean(header: Path, signal: np.ndarray, names: list[str], warnings: list[str]):
+    """Interpolate short NaN gaps, zero unusable leads, refuse a record with none left."""
+    mask = np.ones(len(names), dtype=bool)
+    all_zero = not np.any(signal)          # NaN counts as non-zero here
+    t = np.arange(signal.shape[1])
+    for i, row in enumerate(signal):
+        bad = ~np.isfinite(row)
+        frac = bad.mean()
+        if frac > 0.5:
+            row[:] = 0.0
+            mask[i] = False
+            warnings.append(f"lead {names[i]}: {frac:.0%} of samples invalid, treated as missing")
+            continue
+        if frac > 0:
+            row[bad] = np.interp(t[bad], t[~bad], row[~bad])
+            warnings.append(f"lead {names[i]}: {bad.sum()} invalid samples interpolated")
+        if np.ptp(row) == 0:
+            mask[i] = False
+            warnings.append(f"lead {names[i]} is flat (constant {row[0]:g} mV), treated as missing")
+            row[:] = 0.0
+    if not mask.any():
+        if all_zero:
+            raise EcgRecordError(header, "signal is all zero (flat) in every lead")
+        raise EcgRecordError(header, "no lead holds a usable signal (NaN, invalid or flat)")
+    return signal, mask
+
+
+def _lead_rank(name: str, index: int) -> tuple[int, int]:
+    from ecgqa.records.leads import STANDARD_LEADS
+
+    if is_standard_lead(name):
+        return (0, STANDARD_LEADS.index(name))
+    return (1, index)
+
+
+def _amplitude_warnings(signal: np.ndarray, mask: np.ndarray, fs: float) -> list[str]:
+    """Flag a declared gain that cannot be right (values stay as declared, not rescaled).
+
+    The statistic is the median over leads of the 1-99 percentile range of the
+    0.67-40 Hz band-passed signal (baseline wander removed), on at most five minutes.
+    A 12-lead median below 0.2 mV is far under the low-voltage criteria (QRS < 0.5 mV in
+    limb leads); above 4 mV it is beyond the LVH voltage criteria (SV1 + RV5 > 3.5 mV).
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    x = signal[mask][:, : int(300 * fs)].astype(np.float64)
+    sos = butter(2, [0.67, min(40.0, fs / 2.5)], btype="band", fs=fs, output="sos")
+    if x.shape[1] > 3 * 2 * sos.shape[0] * 3:
+        x = sosfiltfilt(sos, x, axis=1)
+    lo, hi = np.percentile(x, [1, 99], axis=1)
+    median_range = float(np.median(hi - lo))
+    low, high = PLAUSIBLE_MEDIAN_RANGE_MV
+    if median_range > high:
+        return [f"implausible amplitude: median lead range {median_range:.1f} mV (> {high:g} mV); "
+                "the header's gain is probably too small"]
+    if median_range < low:
+        return [f"implausible amplitude: median lead range {median_range:.3g} mV (< {low:g} mV); "
+                "the header's gain or units are probably wrong"]
+    return []
+
+
+def _known_gain_quirks(wrec) -> list[str]:
+    """Gain errors of published releases that amplitude alone cannot reveal."""
+    gains = set(np.round(np.asarray(wrec.adc_gain, dtype=float), 6))
+    if re.fullmatch(r"HR\d{5}", str(wrec.record_name)) and gains == {200.0}:
+        return ["implausible gain: PhysioNet/CinC 2020 PTB-XL records (HRxxxxx) declare 200/mV "
+                "but store PTB-XL's 1000/mV samples, so amplitudes read 5x too large"]
+    return []
+
+
+def _format_name(header: Path, hdr) -> str:
+    fmts = sorted(set(hdr.fmt or [])) if getattr(hdr, "n_seg", None) is None else ["multi-segment"]
+    files = sorted(set(getattr(hdr, "file_name", None) or []))
+    kind = "wfdb-mat" if any(f.lower().endswith(".mat") for f in files) else "wfdb"
+    return f"{kind} (format {', '.join(fmts)})"
