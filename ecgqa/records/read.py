@@ -227,8 +227,6 @@ def _read_wfdb(header: Path) -> EcgRecord:
         _check_header(header, hdr)
         try:
             wrec = wfdb.rdrecord(base, physical=True)
-        except EcgRecordError:
-            raise
         except Exception as err:
             raise EcgRecordError(header, f"cannot decode the signal: {_reason(err)}") from None
     warnings = []
@@ -347,11 +345,6 @@ def _check_header(header: Path, hdr) -> None:
         raise EcgRecordError(header, f"sampling rate must be > 0 Hz, header says {hdr.fs}")
     if fs > MAX_FS:
         raise EcgRecordError(header, f"sampling rate {fs:g} Hz is implausible for an ECG")
-    n = hdr.sig_len
-    if n is not None and n > 0:
-        if n / fs > MAX_SECONDS or n * hdr.n_sig > MAX_VALUES:
-            raise EcgRecordError(header, f"absurd length: {n} samples x {hdr.n_sig} signals "
-                                 f"({n / fs / 3600:.1f} h) declared")
     for name, unit in zip(hdr.sig_name, hdr.units or []):
         if unit and "/" in unit:
             raise EcgRecordError(header, f"malformed header: cannot parse gain/units {unit!r} "
@@ -368,15 +361,21 @@ def _check_header(header: Path, hdr) -> None:
         spf = (hdr.samps_per_frame or [1] * hdr.n_sig)[i] or 1
         per_file[fname] = per_file.get(fname, 0.0) + BYTES_PER_SAMPLE[hdr.fmt[i]] * spf
         offsets[fname] = (hdr.byte_offset or [None] * hdr.n_sig)[i] or 0
-    if n:
+    sizes = {f: (header.parent / f).stat().st_size - offsets[f] for f in per_file}
+    n = hdr.sig_len
+    if not n:  # length omitted: wfdb infers it from the file size
+        n = max((int(sizes[f] / b) for f, b in per_file.items() if b > 0), default=0)
+    if n / fs > MAX_SECONDS or n * hdr.n_sig > MAX_VALUES:
+        raise EcgRecordError(header, f"absurd length: {n} samples x {hdr.n_sig} signals "
+                             f"({n / fs / 3600:.1f} h)")
+    if hdr.sig_len:
         for fname, frame_bytes in per_file.items():
             if frame_bytes == 0:
                 continue  # FLAC: compressed, wfdb checks the stream itself
-            size = (header.parent / fname).stat().st_size - offsets[fname]
             need = int(np.ceil(frame_bytes * n))
-            if size < need:
+            if sizes[fname] < need:
                 raise EcgRecordError(header, f"header/data mismatch: {n} samples declared but "
-                                     f"{fname} holds {max(size, 0) / frame_bytes:.0f}")
+                                     f"{fname} holds {max(sizes[fname], 0) / frame_bytes:.0f}")
 
 
 # --------------------------------------------------------------------------- canonical form
@@ -495,7 +494,7 @@ def _amplitude_warnings(signal: np.ndarray, mask: np.ndarray, fs: float) -> list
 
 def _known_gain_quirks(wrec) -> list[str]:
     """Gain errors of published releases that amplitude alone cannot reveal."""
-    gains = set(np.round(np.asarray(wrec.adc_gain, dtype=float), 6))
+    gains = {round(float(g), 6) for g in (getattr(wrec, "adc_gain", None) or [])}
     if re.fullmatch(r"HR\d{5}", str(wrec.record_name)) and gains == {200.0}:
         return ["implausible gain: PhysioNet/CinC 2020 PTB-XL records (HRxxxxx) declare 200/mV "
                 "but store PTB-XL's 1000/mV samples, so amplitudes read 5x too large"]
