@@ -83,3 +83,22 @@ def test_length_omitted_from_header_is_inferred(tmp_path):
     lines[0] = " ".join(lines[0].split()[:3])            # "r 12 500"
     hea.write_text("\n".join(lines) + "\n")
     assert read_record(hea).n_samples == 5000
+
+
+def test_invalid_samples_are_interpolated_or_mask_the_lead(tmp_path):
+    digital = np.round(_signal() * 1000).astype("<i2")         # (5000, 12), gain 1000/mV
+    digital[1000:1100, 0] = -32768                              # 2% of lead I invalid
+    digital[:4000, 1] = -32768                                  # 80% of lead II invalid
+    (tmp_path / "r.dat").write_bytes(digital.tobytes())
+    lines = ["r 12 500 5000"] + [f"r.dat 16 1000/mV 16 0 0 0 0 {lead}"
+                                 for lead in STANDARD_LEADS]
+    (tmp_path / "r.hea").write_text("\n".join(lines) + "\n")
+    rec = read_record(tmp_path / "r.hea")
+    assert rec.lead_mask.tolist() == [True, False] + [True] * 10
+    assert not rec.signal[1].any()
+    gap = rec.signal[0, 1000:1100]
+    expected = np.linspace(digital[999, 0], digital[1100, 0], 102)[1:-1] / 1000
+    np.testing.assert_allclose(gap, expected, atol=1e-4)         # linear over the gap
+    warnings = " ".join(rec.meta.warnings)
+    assert "lead I: 100 invalid samples interpolated" in warnings
+    assert "lead II: 80% of samples invalid" in warnings
