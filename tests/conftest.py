@@ -21,6 +21,19 @@ def real_headers() -> list[Path]:
 
 
 BROKEN = {"9190_all_data_is_zero", "9190_low_sample_rate"}
+ECGQA = SHARED_DATA / "ecgqa"
+
+# PTB-XL ecg_ids whose signals are in ../shared/data/real (see its README): 1 is the
+# PTB-XL record itself, 2-3 the Challenge 2020 copies, 6000-6009 the Challenge 2021 copies.
+REAL_PTBXL_RECORDS = {1: "ptbxl/00001_lr", 2: "cinc2020/HR00002", 3: "cinc2020/HR00003",
+                      **{6000 + i: f"cinc2021/HR0600{i}" for i in range(10)}}
+
+
+def write_real_index(path: Path) -> Path:
+    """A records index (ecg_id,path) over the real PTB-XL records in ../shared."""
+    from ecgqa.qa.resolve import write_index
+
+    return write_index(path, {k: REAL / v for k, v in REAL_PTBXL_RECORDS.items()})
 
 
 @pytest.fixture(scope="session")

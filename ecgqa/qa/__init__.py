@@ -1,0 +1,1 @@
+"""ECG-QA data: question shards, ecg_id -> record resolution, signal cache, episodes."""
