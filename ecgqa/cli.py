@@ -85,6 +85,53 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- data
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Generate a synthetic ECG-QA dataset."""
+    from tqdm import tqdm
+
+    from ecgqa.synth.dataset import write_synthetic
+
+    if args.n_ecgs < 10:
+        raise UserError(f"--n-ecgs must be >= 10, got {args.n_ecgs}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    bar = tqdm(total=args.n_ecgs, unit="ecg", desc="synthesising", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        summary = write_synthetic(args.out, args.n_ecgs, args.seed, workers=args.workers,
+                                  progress=progress)
+    except (FileExistsError, ValueError) as err:
+        raise UserError(str(err)) from None
+    finally:
+        bar.close()
+    q = summary.n_questions
+    print(f"{summary.out}: {summary.n_ecgs} ECGs of {summary.n_patients} patients; questions "
+          f"train {q['train']}, valid {q['valid']}, test {q['test']}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    """Classes and episodes each question type supports."""
+    from ecgqa.qa.ecgqa import EcgQaError
+    from ecgqa.qa.stats import episode_table, format_table
+
+    try:
+        rows, note = episode_table(args.qa, records=args.records, version=args.version,
+                                   n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query,
+                                   seed=args.seed, by=args.by)
+    except EcgQaError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps({"note": note, "rows": rows}, indent=2) if args.json
+          else format_table(rows, note))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -129,6 +176,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="draw the signal as recorded, without "
                    "the 0.5 Hz baseline-wander filter")
     p.set_defaults(func=cmd_plot)
+
+    data = sub.add_parser("data", help="ECG-QA data: synthesise, inspect",
+                          description="Work with ECG-QA-schema data (the real release, "
+                          "synthetic data, or any QA file with a records index).")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser,
+                               required=True)
+    p = dsub.add_parser("synth", help="generate a synthetic labelled ECG-QA dataset",
+                        description="Generate synthetic 12-lead ECGs (500 Hz, 10 s, WFDB) from a "
+                        "cardiac dipole model with known labels (rhythm, conduction, "
+                        "hypertrophy, ST/T, QT, axis, extra systoles, noise, intervals), "
+                        "ECG-QA-schema questions about them, patient-level train/valid/test "
+                        "splits and a records index. The output is written atomically.")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--n-ecgs", type=int, default=2000, help="number of ECGs (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (default 0); the same "
+                   "seed gives the same dataset")
+    p.add_argument("--workers", type=int, default=None, help="processes used for synthesis "
+                   "(default: number of CPUs, at most 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = dsub.add_parser("stats", help="classes and episodes per question type",
+                        description="Load ECG-QA-schema data, split classes into meta-train "
+                        "and meta-test (no shared attribute) and count, per question type, the "
+                        "samples, the classes and how many N-way K-shot episodes the official "
+                        "splits support without reusing a sample.")
+    p.add_argument("--qa", required=True, help="ECG-QA folder (holding answers.csv, or the "
+                   "release root with ptbxl/ and mimic-iv-ecg/)")
+    p.add_argument("--records", default=None, help="records index CSV, PTB-XL folder or "
+                   "MIMIC-IV-ECG folder: count only samples whose ECGs are available")
+    p.add_argument("--version", default="template", choices=["template", "paraphrased"],
+                   help="question wording (default template)")
+    p.add_argument("--n-way", type=int, default=5, help="classes per episode (default 5)")
+    p.add_argument("--k-shot", type=int, default=5, help="support samples per class (default 5)")
+    p.add_argument("--q-query", type=int, default=5, help="query samples per class (default 5)")
+    p.add_argument("--by", default="attribute", choices=["attribute", "template"],
+                   help="hold out attributes (default) or whole templates for meta-test")
+    p.add_argument("--seed", type=int, default=0, help="class split seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_data_stats)
     return parser
 
 

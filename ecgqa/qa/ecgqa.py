@@ -122,6 +122,17 @@ class EcgQaData:
                 and (split is None or s.split == split)
                 and (have is None or all(i in have for i in s.ecg_ids))]
 
+    def require_records(self, resolver) -> None:
+        """Raise EcgQaError for the first sample whose ECG the resolver cannot find.
+
+        Args:
+            resolver: an ``ecgqa.qa.resolve.RecordResolver``.
+        """
+        for s in self.samples:
+            for ecg_id in s.ecg_ids:
+                resolver.require(ecg_id, f"{self.root / self.version / s.split / s.source} "
+                                 f"(sample_id {s.sample_id})")
+
     def to_hf_dataset(self):
         """The samples as a Hugging Face ``datasets.Dataset`` (one row per sample)."""
         import datasets

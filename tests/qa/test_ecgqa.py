@@ -68,10 +68,11 @@ def test_records_index_over_real_records_resolves_and_reads(tmp_path, real_qa):
     assert low.shape == (12, 5000)
 
 
-def test_missing_ecg_names_the_id_and_the_index(tmp_path):
+def test_missing_ecg_names_the_file_entry_id_and_index(tmp_path, real_qa):
     index = RecordsIndex(write_real_index(tmp_path / "index.csv"))
-    with pytest.raises(EcgQaError, match=r"120000\.json#5: ecg_id 4 not found in records index"):
-        index.require(4, "120000.json#5")
+    with pytest.raises(EcgQaError, match=r"120000\.json#0 \(sample_id 120000\): ecg_id 3637 "
+                       r"not found in records index .*index\.csv"):
+        real_qa.require_records(index)
 
 
 def test_ptbxl_layout(tmp_path):
