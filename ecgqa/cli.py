@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Work with ECG-QA-schema data (the real release, "
                           "synthetic data, or any QA file with a records index).")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser,
-                               required=True)
+                               required=True, help="synth: generate a dataset; stats: classes "
+                               "and episodes per question type")
     p = dsub.add_parser("synth", help="generate a synthetic labelled ECG-QA dataset",
                         description="Generate synthetic 12-lead ECGs (500 Hz, 10 s, WFDB) from a "
                         "cardiac dipole model with known labels (rhythm, conduction, "

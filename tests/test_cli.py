@@ -17,6 +17,16 @@ def _subparsers():
     return parser, action.choices
 
 
+def _all_commands(parser=None, prefix=()):
+    """(argv prefix, parser) of every command, nested ones (``data synth``) included."""
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,), sub
+                yield from _all_commands(sub, prefix + (name,))
+
+
 def test_top_level_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as ex:
         main(["--help"])
@@ -28,19 +38,19 @@ def test_top_level_help_lists_every_command(capsys):
 
 
 def test_every_option_of_every_command_is_explained(capsys):
-    _, subs = _subparsers()
-    assert {"info", "plot"} <= set(subs)
-    for name, sub in subs.items():
+    names = {" ".join(argv) for argv, _ in _all_commands()}
+    assert {"info", "plot", "data", "data synth", "data stats"} <= names
+    for argv, sub in _all_commands():
         with pytest.raises(SystemExit):
-            main([name, "--help"])
+            main([*argv, "--help"])
         text = capsys.readouterr().out
-        assert sub.description, name
+        assert sub.description, argv
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
-            assert action.help and len(action.help) > 10, (name, action.dest)
+            assert action.help and len(action.help) > 10, (argv, action.dest)
             for opt in action.option_strings:
-                assert opt in text, (name, opt)
+                assert opt in text, (argv, opt)
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
