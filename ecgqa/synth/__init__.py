@@ -1,0 +1,1 @@
+"""Synthetic labelled ECGs: ground truth sampling and signal rendering."""
