@@ -120,7 +120,7 @@ def _interval(waves: dict, start: str, end: str, fs: int, kind: str) -> float | 
 
 
 def _qrs_axis(record: EcgRecord, peaks: np.ndarray, fs: int) -> float | None:
-    """Frontal QRS axis from the net QRS deflection in leads I and aVF."""
+    """Frontal QRS axis from the net QRS deflection (R + S) in leads I and aVF."""
     have = {lead for lead, ok in zip(record.leads, record.lead_mask) if ok}
     if not {"I", "aVF"} <= have:
         return None
@@ -138,4 +138,5 @@ def _qrs_axis(record: EcgRecord, peaks: np.ndarray, fs: int) -> float | None:
         if len(net) < MIN_BEATS:
             return None
         nets.append(float(np.median(net)))
-    return math.degrees(math.atan2(nets[1], nets[0]))
+    # hexaxial projections of a frontal vector H at angle t: I = H cos t, aVF = (sqrt 3 / 2) H sin t
+    return math.degrees(math.atan2(nets[1] * 2.0 / math.sqrt(3.0), nets[0]))
