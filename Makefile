@@ -35,7 +35,11 @@ demo: $(STAMP)
 	$(VENV)/bin/ecgqa info $(SHARED)/cinc2021/E07509.mat --no-measure --leads limb
 	$(VENV)/bin/ecgqa plot $(SHARED)/cinc2021/E07509.hea --out $(DEMO_OUT)/E07509.png
 	$(VENV)/bin/ecgqa plot $(SHARED)/ptbxl/00001_lr.hea --fs 500 --out $(DEMO_OUT)/00001_lr.png
-	@echo "demo: wrote $(DEMO_OUT)/E07509.png and $(DEMO_OUT)/00001_lr.png"
+	rm -rf $(DEMO_OUT)/synth
+	$(VENV)/bin/ecgqa data synth --out $(DEMO_OUT)/synth --n-ecgs 300 --seed 0
+	$(VENV)/bin/ecgqa plot $(DEMO_OUT)/synth/records/00000/00001 --out $(DEMO_OUT)/synth-00001.png
+	$(VENV)/bin/ecgqa data stats --qa $(DEMO_OUT)/synth --n-way 2 --k-shot 2 --q-query 2
+	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/00001_lr.png, $(DEMO_OUT)/synth/"
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
