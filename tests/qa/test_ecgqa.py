@@ -179,3 +179,14 @@ def test_index_paths_relative_to_the_csv(tmp_path):
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     shutil.copytree(tmp_path, moved)
     assert RecordsIndex(moved / "index.csv").path(5) == moved / "data" / "r1"
+
+
+def test_release_root_with_both_versions_needs_a_source(tmp_path):
+    (tmp_path / "release").mkdir()
+    for version, ecg in (("ptbxl", 1), ("mimic-iv-ecg", 40689238)):
+        folder = _qa_folder(tmp_path / version, [dict(GOOD, ecg_id=[ecg])])
+        folder.rename(tmp_path / "release" / version)
+    with pytest.raises(EcgQaError, match="holds both"):
+        load_ecgqa(tmp_path / "release")
+    mimic = load_ecgqa(tmp_path / "release", source="mimic-iv-ecg")
+    assert mimic.root.name == "mimic-iv-ecg" and mimic.samples[0].ecg_ids == (40689238,)
