@@ -1,0 +1,1 @@
+"""Models: ECG encoders (``encoders/``), projectors and the fusion model around a frozen LLM."""

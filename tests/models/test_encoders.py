@@ -1,0 +1,284 @@
+"""ECG encoders: registry, the (b, leads, t) -> (b, n, d) contract, masking, normalisation,
+save/load (safetensors only), the shipped default on a real record, and a tiny pretrain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ecgqa.config import ConfigError, load_config
+from ecgqa.models.encoders import (
+    DEFAULT_ENCODER_DIR,
+    EncoderError,
+    InputSpec,
+    build_encoder,
+    load_encoder,
+    prepare,
+    save_encoder,
+)
+from ecgqa.models.encoders.commands import cmd_encoder_pretrain, cmd_encoder_probe
+from ecgqa.models.encoders.pretrain import EncoderPretrainConfig, masked_bce, nt_xent, pretrain
+from ecgqa.models.encoders.probe import linear_probe, macro_auroc, probe_split
+from ecgqa.models.encoders.targets import LABELS, targets_from_facts
+from ecgqa.records.read import read_record
+from ecgqa.registry import ENCODERS
+from tests.conftest import REAL, ROOT
+
+TINY = {"resnet1d": dict(widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1), out_dim=24),
+        "transformer": dict(patch=50, d_model=32, layers=1, heads=4)}
+EXPECTED_TOKENS = {"resnet1d": 40, "transformer": 100}
+# The shipped default (docs/encoder.md): resnet1d, 40 tokens of 256, 6.3 MB of float32.
+SHIPPED = {"name": "resnet1d", "n_tokens": 40, "out_dim": 256, "max_mb": 8.0, "min_mb": 4.0}
+
+
+def _tiny(name: str, seed: int = 0, **spec) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_encoder(name, input_spec=InputSpec(**spec), **TINY[name]).eval()
+
+
+def _ecgs(b: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(5000) / 500.0
+    beats = torch.sin(2 * torch.pi * 1.2 * t) ** 15                     # spiky, ECG-like
+    return beats * torch.rand(b, 12, 1, generator=g) + 0.05 * torch.randn(b, 12, 5000,
+                                                                          generator=g)
+
+
+def test_registry_lists_both_encoders():
+    assert {"resnet1d", "transformer"} <= set(ENCODERS.names())
+    with pytest.raises(EncoderError, match="choose one of"):
+        build_encoder("lstm")
+    with pytest.raises(EncoderError, match="bad arguments"):
+        build_encoder("resnet1d", widht=3)
+
+
+@pytest.mark.parametrize("name", ["resnet1d", "transformer"])
+def test_shape_contract_default_size(name):
+    torch.manual_seed(0)
+    enc = build_encoder(name).eval()
+    with torch.no_grad():
+        out = enc(_ecgs(2))
+    assert out.shape == (2, enc.n_tokens, enc.out_dim)
+    assert enc.n_tokens == EXPECTED_TOKENS[name] and enc.out_dim == 256
+    assert enc.input_spec == InputSpec() and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n_samples", [2500, 3001, 5000])
+def test_resnet_token_count_matches_formula(n_samples):
+    enc = _tiny("resnet1d", duration_s=n_samples / 500.0)
+    with torch.no_grad():
+        assert enc(torch.randn(1, 12, n_samples)).shape[1] == enc.n_tokens
+
+
+@pytest.mark.parametrize("name", ["resnet1d", "transformer"])
+def test_masked_leads_do_not_matter(name):
+    enc = _tiny(name)
+    x = _ecgs(2)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, [2, 7]] = False
+    mask[1, 11] = False
+    y = x.clone()
+    y[0, [2, 7]] = 100 * torch.randn(2, 5000)
+    y[1, 11] = 0.0
+    with torch.no_grad():
+        a, b, full = enc(x, mask), enc(y, mask), enc(x)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, full)          # the mask does change what the network sees
+
+
+@pytest.mark.parametrize("name", ["resnet1d", "transformer"])
+@pytest.mark.parametrize("norm", ["zscore", "record"])
+def test_normalisation_invariances(name, norm):
+    """zscore: invariant to a gain per lead; record: to one gain for all leads (keeping the
+    leads' relative amplitudes); both: to per-lead offsets. "none" is invariant to neither."""
+    enc, raw = _tiny(name, normalisation=norm), _tiny(name, normalisation="none")
+    x = _ecgs(2)
+    shape = (2, 12, 1) if norm == "zscore" else (2, 1, 1)
+    gain = torch.exp(torch.empty(shape).uniform_(-1.5, 1.5))          # 0.22x .. 4.5x
+    offset = torch.randn(2, 12, 1)
+    with torch.no_grad():
+        a, b = enc(x), enc(x * gain + offset)
+        c, d = raw(x), raw(x * gain + offset)
+        e = enc(x * torch.linspace(0.5, 2.0, 12)[None, :, None])       # lead ratios changed
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert (c - d).abs().max() > 1e-2
+    assert ((a - e).abs().max() > 1e-3) == (norm == "record")
+
+
+def test_all_zero_leads_stay_finite():
+    enc = _tiny("resnet1d")
+    x = torch.zeros(1, 12, 5000)
+    with torch.no_grad():
+        assert torch.isfinite(enc(x)).all()
+
+
+def test_eval_is_deterministic_and_input_checked():
+    enc = build_encoder("transformer", **{**TINY["transformer"], "dropout": 0.5}).eval()
+    x = _ecgs(2)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), enc(x), rtol=0, atol=0)
+    with pytest.raises(EncoderError, match="12 leads"):
+        enc(torch.randn(2, 8, 5000))
+    with pytest.raises(EncoderError, match="lead_mask"):
+        enc(x, torch.ones(2, 11, dtype=torch.bool))
+    with pytest.raises(EncoderError, match="normalisation"):
+        InputSpec(normalisation="minmax")
+
+
+@pytest.mark.parametrize("name", ["resnet1d", "transformer"])
+def test_save_load_round_trip(tmp_path, name):
+    enc = _tiny(name, leads=("I", "II", "V1"))
+    with torch.no_grad():      # make batch-norm statistics non-trivial
+        for buf in enc.buffers():
+            if buf.dtype.is_floating_point:
+                buf.add_(0.1)
+    save_encoder(enc, tmp_path / "enc", provenance={"note": "test"})
+    back = load_encoder(tmp_path / "enc")
+    x = torch.randn(2, 3, 5000)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), back(x), rtol=0, atol=0)
+    assert back.input_spec.leads == ("I", "II", "V1") and not back.training
+    assert back.provenance == {"note": "test"}
+    cfg = json.loads((tmp_path / "enc" / "config.json").read_text())   # plain JSON only
+    assert cfg["name"] == name and cfg["n_tokens"] == enc.n_tokens
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["config.json",
+                                                                   "model.safetensors"]
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    enc = _tiny("resnet1d")
+    bad = tmp_path / "evil.pt"
+    torch.save({"state_dict": enc.state_dict(), "obj": argparse.Namespace(a=1)}, bad)
+    with pytest.raises(EncoderError, match="refused"):
+        load_encoder(bad, name="resnet1d", **TINY["resnet1d"])
+    folder = tmp_path / "fake"
+    save_encoder(enc, folder)
+    torch.save(argparse.Namespace(a=1), folder / "model.safetensors")  # a pickle in disguise
+    with pytest.raises(EncoderError, match="safetensors"):
+        load_encoder(folder)
+
+
+def test_external_state_dicts(tmp_path):
+    enc = _tiny("resnet1d")
+    good = tmp_path / "ext.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in enc.state_dict().items()}}, good)
+    back = load_encoder(good, name="resnet1d", **TINY["resnet1d"])
+    x = _ecgs(1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), back(x))
+    with pytest.raises(EncoderError, match="needs name="):
+        load_encoder(good)
+    with pytest.raises(EncoderError, match="do not fit"):
+        load_encoder(good, name="resnet1d", widths=(8, 16, 16, 64), blocks=(1, 1, 1, 1))
+    for name in ("model.onnx", "weights.ckpt"):
+        (tmp_path / name).write_bytes(b"\x00" * 16)
+        with pytest.raises(EncoderError, match="supported|plain state-dict"):
+            load_encoder(tmp_path / name, name="resnet1d")
+    with pytest.raises(EncoderError, match="no such encoder"):
+        load_encoder(tmp_path / "missing")
+    with pytest.raises(EncoderError, match="config.json"):
+        load_encoder(tmp_path)
+
+
+def test_shipped_default_on_a_real_record():
+    weights = DEFAULT_ENCODER_DIR / "model.safetensors"
+    mb = weights.stat().st_size / 1e6
+    assert SHIPPED["min_mb"] < mb < SHIPPED["max_mb"]
+    enc = load_encoder("default")
+    assert enc.encoder_name == SHIPPED["name"] and not enc.training
+    assert (enc.n_tokens, enc.out_dim) == (SHIPPED["n_tokens"], SHIPPED["out_dim"])
+    assert enc.provenance["n_records"]["train"] > 2000
+    rec = read_record(REAL / "ptbxl" / "00001_lr")                    # 100 Hz in the file
+    x, mask = prepare(rec, enc.input_spec)
+    assert x.shape == (12, 5000) and x.dtype == np.float32 and mask.all()
+    with torch.no_grad():
+        out = enc(torch.from_numpy(x)[None], torch.from_numpy(mask)[None])
+    assert out.shape == (1, 40, 256) and torch.isfinite(out).all()
+
+
+def test_prepare_masks_missing_leads():
+    rec = read_record(REAL / "ptbxl" / "00001_lr", leads="I,II")
+    x, mask = prepare(rec)
+    assert x.shape == (12, 5000) and mask.tolist() == [True, True] + [False] * 10
+    assert not x[2:].any()
+
+
+def test_targets_from_facts():
+    row = {"scp_codes": ["atrial fibrillation", "complete right bundle branch block"],
+           "noise": {"static noise": ["I"]}, "extra_systole": None,
+           "heart_axis": "left axis deviation",
+           "numeric_class": {"qrs duration": "above the normal range"}}
+    y, known = targets_from_facts(row)
+    assert len(LABELS) == 49 == len(set(LABELS))
+    on = {LABELS[i] for i in np.flatnonzero(y)}
+    assert on == {"atrial fibrillation", "complete right bundle branch block",
+                  "noise: static noise", "left axis deviation",
+                  "qrs duration: above the normal range"}
+    assert not known[LABELS.index("pr interval: within the normal range")]
+    assert known[LABELS.index("atrial flutter")]
+
+
+def test_loss_and_metric_maths():
+    logits = torch.tensor([[0.0, 5.0]])
+    y, known = torch.tensor([[1.0, 0.0]]), torch.tensor([[True, False]])
+    torch.testing.assert_close(masked_bce(logits, y, known), torch.log(torch.tensor(2.0)))
+    a = torch.eye(4) * 10
+    assert nt_xent(a, a, 0.1) < 1e-3 < nt_xent(a, a.roll(1, 0), 0.1)
+    macro, per = macro_auroc(np.array([[0, 1, 1], [1, 1, 1]]).T, np.array([[0, 1, 2], [3, 2, 1]]).T)
+    assert per == {0: 1.0} and macro == 1.0      # column 1 has one class only: skipped
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 5))
+    yy = (f[:, :2] > 0).astype(float)
+    res = probe_split(f[:100], yy[:100], f[100:], yy[100:])
+    assert res.n_labels == 2 and res.macro_auroc > 0.95
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from ecgqa.synth.dataset import write_synthetic
+
+    out = tmp_path_factory.mktemp("encsynth") / "synth"
+    write_synthetic(out, 60, seed=1, workers=1)
+    return out
+
+
+def test_every_encoder_config_validates(synth):
+    configs = sorted((ROOT / "configs" / "encoder").glob("*.yaml"))
+    assert {p.stem for p in configs} >= {"default", "tiny"}
+    for path in configs:
+        cfg = load_config(EncoderPretrainConfig, path, [f"data={synth}"])
+        build_encoder(cfg.encoder, **cfg.encoder_kwargs)
+    with pytest.raises(ConfigError, match="did you mean"):
+        load_config(EncoderPretrainConfig, configs[0], ["epoch=3"])
+
+
+def test_tiny_pretrain_lowers_loss_and_saves(synth, tmp_path):
+    cfg = load_config(EncoderPretrainConfig, ROOT / "configs" / "encoder" / "tiny.yaml",
+                      [f"data={synth}", f"out={tmp_path / 'enc'}", "epochs=3"])
+    out = pretrain(cfg, progress=False)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    enc = load_encoder(out)
+    assert enc.provenance["n_records"]["train"] > 30 and "config" in enc.provenance
+    x = torch.from_numpy(np.stack([prepare(read_record(REAL / "ptbxl" / "00001_lr"))[0]] * 2))
+    res = linear_probe(enc, x.numpy(), np.array([[0.0], [1.0]]), folds=2)
+    assert res.n_labels == 0                    # too few examples per class: skipped, no crash
+
+
+def test_commands(synth, tmp_path, capsys):
+    args = argparse.Namespace(config=str(ROOT / "configs" / "encoder" / "tiny.yaml"),
+                              data=str(synth), out=str(tmp_path / "enc"),
+                              overrides=["epochs=1", "--lead_dropout", "0"], quiet=True)
+    assert cmd_encoder_pretrain(args) == 0
+    assert "val macro AUROC" in capsys.readouterr().out
+    assert load_encoder(tmp_path / "enc").provenance["config"]["epochs"] == 1
+    with pytest.raises(ConfigError, match="data"):
+        cmd_encoder_pretrain(argparse.Namespace(config=args.config, data=str(tmp_path / "none"),
+                                                out=None, overrides=[]))
+    with pytest.raises(ValueError, match="--data"):
+        cmd_encoder_probe(argparse.Namespace(encoder="default", data=None))
