@@ -132,6 +132,21 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- encoder
+
+
+def cmd_encoder(args: argparse.Namespace) -> int:
+    """Pretrain or probe an ECG encoder (ecgqa.models.encoders.commands)."""
+    from ecgqa.models.encoders import commands
+
+    func = commands.cmd_encoder_pretrain if args.encoder_command == "pretrain" \
+        else commands.cmd_encoder_probe
+    try:
+        return func(args)
+    except ValueError as err:          # ConfigError, EncoderError: one-line user errors
+        raise UserError(str(err)) from None
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -217,6 +232,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="class split seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_data_stats)
+
+    enc = sub.add_parser("encoder", help="pretrain or probe an ECG encoder",
+                         description="ECG encoders: pretrain one on synthetic ECG-QA data "
+                         "(multi-label attributes) or report its linear-probe quality.")
+    esub = enc.add_subparsers(dest="encoder_command", metavar="ENCODER_COMMAND",
+                              parser_class=_Parser, required=True,
+                              help="pretrain: train an encoder; probe: linear-probe report")
+    p = esub.add_parser("pretrain", help="pretrain an encoder on synthetic ECG-QA data",
+                        description="Train an encoder with a multi-label head over the "
+                        "synthetic dataset's attributes (rhythm, conduction, ST/T, axis, "
+                        "noise, extra systoles, interval ranges); the head is dropped and the "
+                        "encoder saved as config.json + model.safetensors.")
+    p.add_argument("--config", required=True, help="encoder YAML, e.g. "
+                   "configs/encoder/default.yaml")
+    p.add_argument("--data", default=None, help="synthetic dataset folder (ecgqa data synth); "
+                   "overrides the config's data")
+    p.add_argument("--out", default=None, help="output folder; overrides the config's out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="dotted overrides such as epochs=3 lr=0.001")
+    p.set_defaults(func=cmd_encoder)
+
+    p = esub.add_parser("probe", help="linear-probe quality of an encoder vs random init",
+                        description="Fit logistic regressions on frozen, mean-pooled encoder "
+                        "features and print macro AUROC on held-out synthetic records and/or "
+                        "cross-validated on real labelled records (SNOMED Dx codes).")
+    p.add_argument("--encoder", default="default", help="encoder folder or 'default' "
+                   "(the shipped weights)")
+    p.add_argument("--data", default=None, help="synthetic dataset not used in pretraining")
+    p.add_argument("--real", default=None, help="folder of real .hea records with Dx codes, "
+                   "e.g. ../shared/data/real/cinc2021")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.set_defaults(func=cmd_encoder)
     return parser
 
 

@@ -7,6 +7,7 @@ overrides and validates types before any model is built, with the fix in the mes
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -26,9 +27,10 @@ class ConfigError(ValueError):
 
 def field(default: Any = dataclasses.MISSING, *, help: str, **kw) -> Any:  # noqa: A002
     """A dataclass field with its ``--help`` text."""
-    if isinstance(default, (list, dict, set)):
+    if isinstance(default, (list, dict, set)) or (dataclasses.is_dataclass(default)
+                                                  and not isinstance(default, type)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value),
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value),
                                  metadata={"help": help}, **kw)
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
 

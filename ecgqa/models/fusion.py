@@ -1,0 +1,431 @@
+"""EcgQaModel: frozen ECG encoder -> trainable projector -> ECG tokens in a frozen LLM's prompt.
+
+Data flow of one batch (shapes at each step)::
+
+    signals (E, leads, t) --encode_ecg--> feats (E, n, d_enc)        [frozen, no grad]
+    feats --ecg_tokens--> (E, m, d_llm)                               [projector, trainable]
+    prompt pieces + ECG tokens --splice--> inputs_embeds (B, T, d_llm), attention (B, T)
+    --LLM body--> hidden (B, T, d_llm) --lm_head at answer positions only--> log p(answer)
+
+Logits are computed only where they are used (answer positions, option tokens): the
+embedded Gemma has a 262k-token head, which would otherwise dominate the cost. Which
+parts train is decided here alone: the encoder and the LLM are frozen in the constructor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ecgqa.config import field, from_dict, save_config
+from ecgqa.models.llm import LlmConfig, load_llm
+from ecgqa.models.projectors import build_projector
+from ecgqa.qa.collate import Encoded, PromptTemplate, encode_answer, encode_sample
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    llm: LlmConfig = field(LlmConfig(), help="the frozen language model")
+    encoder: str = field("default", help="'default' (the shipped pretrained encoder), a saved "
+                         "encoder folder, or a registered encoder name (random weights)")
+    encoder_kwargs: dict = field({}, help="constructor arguments for a registered encoder name")
+    projector: str = field("attention", help="linear, mlp, attention or qformer")
+    projector_kwargs: dict = field({}, help="extra projector arguments (dim, heads, layers ...)")
+    n_ecg_tokens: int = field(8, help="ECG tokens per ECG spliced into the prompt")
+    layout: str = field("question_first", help="question_first or ecg_first")
+    prompt_file: str | None = field(None, help="prompt YAML (default prompts/qa.yaml)")
+    score_normalise: str = field("mean", help="option scores: mean (length-normalised) or sum "
+                                 "of token log-probabilities")
+    max_new_tokens: int = field(24, help="generation length limit")
+
+
+@dataclass
+class Batch:
+    """Model-ready inputs: prompt tokens, ECG features and which ECGs each sample uses."""
+
+    encoded: list[Encoded]
+    feats: torch.Tensor                 # (E, n, d_enc), frozen encoder output
+    ecg_index: list[tuple[int, ...]]    # per sample, rows of ``feats``
+
+
+@dataclass
+class PrefixCache:
+    """Key/values of the prompts' first pieces (left-padded) for reuse across steps."""
+
+    cache: object             # a transformers Cache, batch B, length P
+    mask: torch.Tensor        # (B, P) 1 on real tokens
+    lengths: torch.Tensor     # (B,) real tokens per prompt
+
+    def restore(self) -> None:
+        """Drop what a forward pass appended and cut the prefix out of its autograd graph."""
+        extra = self.cache.get_seq_length() - self.mask.shape[1]
+        if extra > 0:
+            self.cache.crop(-extra)
+        layers = getattr(self.cache, "layers", None)
+        if layers is not None:
+            for layer in layers:
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        else:                                                   # older transformers
+            self.cache.key_cache = [k.detach() for k in self.cache.key_cache]
+            self.cache.value_cache = [v.detach() for v in self.cache.value_cache]
+
+
+@dataclass
+class OptionScores:
+    """Per sample and option: summed and mean token log-probabilities, and probabilities."""
+
+    logp_sum: torch.Tensor    # (B, K)
+    logp_mean: torch.Tensor   # (B, K)
+    probs: torch.Tensor       # (B, K), softmax over options of the chosen normalisation
+
+
+class EcgQaModel(nn.Module):
+    """The ECG-language model. Only ``projector`` has trainable parameters."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, llm: nn.Module, tokenizer,
+                 cfg: ModelConfig, template: PromptTemplate):
+        super().__init__()
+        self.encoder, self.projector, self.llm = encoder, projector, llm
+        self.tokenizer, self.cfg, self.template = tokenizer, cfg, template
+        for frozen in (self.encoder, self.llm):
+            frozen.eval()
+            for p in frozen.parameters():
+                p.requires_grad_(False)
+        scale = getattr(llm.get_input_embeddings(), "embed_scale", None)
+        self.embed_scale = float(scale) if scale is not None else 1.0
+        self.softcap = getattr(llm.config, "final_logit_softcapping", None)
+        self._feature_cache: dict = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(cls, cfg: ModelConfig) -> EcgQaModel:
+        """Load the LLM and encoder named in ``cfg`` and a fresh projector."""
+        llm, tok = load_llm(cfg.llm)
+        encoder = _load_encoder(cfg)
+        template = PromptTemplate.load(cfg.layout, cfg.prompt_file)
+        projector = build_projector(cfg.projector, d_enc=encoder.out_dim,
+                                    d_llm=llm.config.hidden_size, n_tokens=cfg.n_ecg_tokens,
+                                    **cfg.projector_kwargs)
+        return cls(encoder, projector, llm, tok, cfg, template)
+
+    def train(self, mode: bool = True) -> EcgQaModel:
+        super().train(mode)
+        self.encoder.eval()          # frozen parts never switch to training behaviour
+        self.llm.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.projector.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ ECG side
+
+    @torch.no_grad()
+    def encode_ecg(self, signals: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Frozen encoder: ``(E, leads, t)`` mV -> ``(E, n, d_enc)``."""
+        return self.encoder(signals.float(), masks)
+
+    def ecg_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Projector: ``(E, n, d_enc)`` -> ``(E, m, d_llm)`` at the LLM's embedding scale."""
+        tokens = self.projector(feats)                            # (E, m, d_llm)
+        return (tokens * self.embed_scale).to(self._dtype)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def make_batch(self, samples: Sequence, signals, with_answers: bool = True) -> Batch:
+        """Tokenise ``samples`` (QaSample-like) and encode their ECGs (cached per ecg id).
+
+        Args:
+            samples: objects with ``question``, ``answer`` and ``ecg_ids``.
+            signals: ``get(ecg_id) -> (signal (leads, t), mask (leads,))``, e.g. SignalCache.
+            with_answers: tokenise answers too (training, teacher forcing).
+        """
+        ids = sorted({i for s in samples for i in s.ecg_ids})
+        missing = [i for i in ids if i not in self._feature_cache]
+        if missing:
+            got = [signals.get(i) for i in missing]
+            x = torch.as_tensor(_stack([g[0] for g in got]))            # (E', leads, t)
+            m = torch.as_tensor(_stack([g[1] for g in got]))            # (E', leads)
+            for i, f in zip(missing, self.encode_ecg(x, m)):
+                self._feature_cache[i] = f
+        row = {i: k for k, i in enumerate(ids)}
+        feats = torch.stack([self._feature_cache[i] for i in ids])      # (E, n, d_enc)
+        encoded = [encode_sample(self.template, self.tokenizer, s.question, len(s.ecg_ids),
+                                 s.answer if with_answers else None) for s in samples]
+        return Batch(encoded, feats, [tuple(row[i] for i in s.ecg_ids) for s in samples])
+
+    # ------------------------------------------------------------------ splicing
+
+    def _embed(self, ids: Sequence[int]) -> torch.Tensor:
+        t = torch.as_tensor(list(ids), dtype=torch.long)
+        return self.llm.get_input_embeddings()(t)                        # (len, d)
+
+    def splice(self, batch: Batch, ecg_tok: torch.Tensor, answers: Sequence[Sequence[int]]
+               | None = None, skip_first_piece: bool = False):
+        """Interleave prompt pieces and ECG tokens, append answers, right-pad.
+
+        Args:
+            batch: prompts and which ECG rows each uses.
+            ecg_tok: ``(E, m, d)`` ECG tokens.
+            answers: answer ids per sample (default: the batch's own; ``[[]]`` for none).
+            skip_first_piece: leave out piece 0 (it sits in a :class:`PrefixCache`).
+
+        Returns:
+            inputs_embeds (B, T, d), attention_mask (B, T), targets (B, T) with the token
+            each position must predict (-100 where there is no loss).
+        """
+        rows, targets = [], []
+        for b, enc in enumerate(batch.encoded):
+            parts = [] if skip_first_piece else [self._embed(enc.pieces[0])]
+            for k, ecg_row in enumerate(batch.ecg_index[b]):
+                parts += [ecg_tok[ecg_row], self._embed(enc.pieces[k + 1])]
+            prompt_len = sum(p.shape[0] for p in parts)
+            ans = list(answers[b]) if answers is not None else list(enc.answer)
+            if ans:
+                parts.append(self._embed(ans))
+            seq = torch.cat(parts)                                        # (T_b, d)
+            tgt = torch.full((seq.shape[0],), -100, dtype=torch.long)
+            if ans:
+                tgt[prompt_len - 1: prompt_len - 1 + len(ans)] = torch.tensor(ans)
+            rows.append(seq)
+            targets.append(tgt)
+        return _pad(rows, targets)
+
+    @torch.no_grad()
+    def prefix_cache(self, batch: Batch) -> PrefixCache:
+        """Key/value cache of every prompt's first piece (before the first ECG).
+
+        That piece does not depend on the projector, so an inner loop computes it once and
+        reuses it at every step (question_first puts the whole question there). Pieces are
+        left-padded to one length; positions are passed explicitly, so results equal the
+        uncached computation.
+        """
+        firsts = [torch.as_tensor(e.pieces[0], dtype=torch.long) for e in batch.encoded]
+        width = max(len(f) for f in firsts)
+        ids = torch.full((len(firsts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(firsts), width), dtype=torch.long)
+        for i, f in enumerate(firsts):
+            ids[i, width - len(f):] = f
+            mask[i, width - len(f):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
+                           attention_mask=mask, position_ids=pos, use_cache=True)
+        return PrefixCache(out.past_key_values, mask, mask.sum(1))
+
+    def _suffix_forward(self, batch: Batch, ecg_tok, prefix: PrefixCache, answers=None):
+        emb, att, tgt = self.splice(batch, ecg_tok, answers, skip_first_piece=True)
+        pos = prefix.lengths.unsqueeze(1) + torch.arange(emb.shape[1]).unsqueeze(0)
+        mask = torch.cat([prefix.mask, att], dim=1)                       # (B, P + S)
+        try:
+            hidden = self._body()(inputs_embeds=emb, attention_mask=mask, position_ids=pos,
+                                  use_cache=True, **{self._cache_arg: prefix.cache}
+                                  ).last_hidden_state                     # (B, S, d)
+        finally:
+            prefix.restore()
+        return hidden, tgt
+
+    # ------------------------------------------------------------------ LLM side
+
+    def _body(self):
+        return getattr(self.llm, self.llm.base_model_prefix)
+
+    @property
+    def _cache_arg(self) -> str:
+        """``cache`` in newer transformers, ``past_key_values`` before."""
+        import inspect
+
+        params = inspect.signature(self._body().forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.llm.get_output_embeddings()(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def token_logprobs(self, inputs_embeds, attention_mask, targets) -> torch.Tensor:
+        """log p(target) at every position with a target; lm_head only there. (N,)"""
+        hidden = self._body()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                              use_cache=False).last_hidden_state          # (B, T, d)
+        where = targets != -100
+        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)     # (N, V)
+        return logp.gather(1, targets[where].unsqueeze(1)).squeeze(1)     # (N,)
+
+    def loss(self, batch: Batch, prefix: PrefixCache | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood of the answer tokens (teacher forcing).
+
+        Args:
+            batch: prompts, answers and ECG features.
+            prefix: the batch's :meth:`prefix_cache`, to skip recomputing the first pieces.
+        """
+        ecg_tok = self.ecg_tokens(batch.feats)
+        if prefix is None:
+            emb, att, tgt = self.splice(batch, ecg_tok)
+            return -self.token_logprobs(emb, att, tgt).mean()
+        hidden, tgt = self._suffix_forward(batch, ecg_tok, prefix)
+        where = tgt != -100
+        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
+        return -logp.gather(1, tgt[where].unsqueeze(1)).mean()
+
+    def token_accuracy(self, batch: Batch) -> float:
+        """Teacher-forced answer-token accuracy: a side metric, never the headline score."""
+        with torch.no_grad():
+            emb, att, tgt = self.splice(batch, self.ecg_tokens(batch.feats))
+            hidden = self._body()(inputs_embeds=emb, attention_mask=att).last_hidden_state
+            where = tgt != -100
+            pred = self._logits(hidden[where]).argmax(-1)
+            return float((pred == tgt[where]).float().mean())
+
+    # ------------------------------------------------------------------ answering
+
+    @torch.no_grad()
+    def score_options(self, batch: Batch, options: Sequence[Sequence[Sequence[str]]]
+                      ) -> OptionScores:
+        """Score candidate answers after each prompt (the question has been read).
+
+        Args:
+            batch: prompts and ECG features (answers in it are ignored).
+            options: per sample, the candidate answers (each a list of answer terms).
+        """
+        ecg_tok = self.ecg_tokens(batch.feats)
+        sums, means = [], []
+        for b in range(len(batch.encoded)):
+            s, m = self._score_one(batch, b, ecg_tok, options[b])
+            sums.append(s)
+            means.append(m)
+        logp_sum, logp_mean = _pad_scores(sums), _pad_scores(means)
+        chosen = logp_mean if self.cfg.score_normalise == "mean" else logp_sum
+        return OptionScores(logp_sum, logp_mean, torch.softmax(chosen, dim=-1))
+
+    def _score_one(self, batch: Batch, b: int, ecg_tok, opts) -> tuple[torch.Tensor, ...]:
+        """One prompt, K options: the prompt runs once, options reuse its KV cache."""
+        one = Batch([batch.encoded[b]], ecg_tok.new_zeros(0), [batch.ecg_index[b]])
+        emb, att, _ = self.splice(one, ecg_tok, answers=[[]])
+        out = self._body()(inputs_embeds=emb, attention_mask=att, use_cache=True)
+        last = out.last_hidden_state[:, -1]                                  # (1, d)
+        ans = [encode_answer(self.template, self.tokenizer, o) for o in opts]
+        k, width = len(ans), max(len(a) for a in ans)
+        ids = torch.full((k, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        valid = torch.zeros((k, width), dtype=torch.bool)
+        for i, a in enumerate(ans):
+            ids[i, : len(a)] = torch.tensor(a)
+            valid[i, : len(a)] = True
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(k)
+        mask = torch.cat([att.expand(k, -1), valid.long()], dim=1)          # (K, T + L)
+        hid = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
+                           attention_mask=mask, use_cache=True,
+                           **{self._cache_arg: cache}).last_hidden_state     # (K, L, d)
+        # position 0 of each option is predicted by the prompt's last state
+        states = torch.cat([last.expand(k, -1).unsqueeze(1), hid[:, :-1]], dim=1)
+        logp = torch.log_softmax(self._logits(states[valid]), dim=-1)
+        tok = logp.gather(1, ids[valid].unsqueeze(1)).squeeze(1)
+        per = torch.zeros((k, width)).masked_scatter(valid, tok)
+        lengths = valid.sum(1)
+        return per.sum(1), per.sum(1) / lengths
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, b: int = 0, max_new_tokens: int | None = None,
+                 streamer=None) -> str:
+        """Greedy answer to prompt ``b`` (KV cache on; ``streamer`` gets text as it comes)."""
+        one = Batch([batch.encoded[b]], batch.feats, [batch.ecg_index[b]])
+        emb, att, _ = self.splice(one, self.ecg_tokens(batch.feats), answers=[[]])
+        out = self.llm.generate(inputs_embeds=emb, attention_mask=att, do_sample=False,
+                                max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+                                eos_token_id=self.tokenizer.eos_token_id,
+                                pad_token_id=self.tokenizer.pad_token_id, streamer=streamer)
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(self, out: str | os.PathLike) -> Path:
+        """Write ``config.yaml`` + ``projector.safetensors`` (+ the encoder unless it is a
+        reference to the shipped default or a folder). Nothing is pickled."""
+        from safetensors.torch import save_file
+
+        from ecgqa.models.encoders import save_encoder
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = dataclasses.replace(self.cfg)
+        if cfg.encoder != "default" and not Path(cfg.encoder).is_dir():
+            save_encoder(self.encoder, out / "encoder")
+            cfg = dataclasses.replace(cfg, encoder="encoder", encoder_kwargs={})
+        state = {k: v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()}
+        tmp = out / f".projector.{os.getpid()}.tmp"
+        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, out / "projector.safetensors")
+        save_config(_SavedModel(model=cfg, template=dataclasses.asdict(self.template)),
+                    out / "config.yaml")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, **llm_overrides) -> EcgQaModel:
+        """Rebuild from a folder written by :meth:`save_pretrained` alone."""
+        import yaml
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "config.yaml").is_file():
+            raise FileNotFoundError(f"{folder}: no config.yaml (not a saved ecgqa model)")
+        data = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg = from_dict(ModelConfig, data["model"], "model.")
+        if cfg.encoder == "encoder":
+            cfg = dataclasses.replace(cfg, encoder=str(folder / "encoder"))
+        if llm_overrides:
+            cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, **llm_overrides))
+        model = cls.build(cfg)
+        model.template = PromptTemplate(**data["template"])
+        model.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+        return model
+
+
+@dataclass
+class _SavedModel:
+    model: ModelConfig
+    template: dict
+
+
+def _load_encoder(cfg: ModelConfig) -> nn.Module:
+    from ecgqa.models.encoders import build_encoder, load_encoder
+
+    if cfg.encoder == "default" or Path(cfg.encoder).is_dir():
+        return load_encoder(cfg.encoder)
+    return build_encoder(cfg.encoder, **cfg.encoder_kwargs)
+
+
+def _stack(arrays):
+    import numpy as np
+
+    return np.stack(arrays)
+
+
+def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
+    t = max(r.shape[0] for r in rows)
+    d = rows[0].shape[1]
+    emb = rows[0].new_zeros((len(rows), t, d))
+    att = torch.zeros((len(rows), t), dtype=torch.long)
+    tgt = torch.full((len(rows), t), -100, dtype=torch.long)
+    for i, (r, g) in enumerate(zip(rows, targets)):
+        emb[i, : r.shape[0]] = r
+        att[i, : r.shape[0]] = 1
+        tgt[i, : g.shape[0]] = g
+    return emb, att, tgt
+
+
+def _pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
+    k = max(r.shape[0] for r in rows)
+    out = torch.full((len(rows), k), float("-inf"))
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out

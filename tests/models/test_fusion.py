@@ -1,0 +1,200 @@
+"""The ECG-language model on tiny configs: shapes, maths of option scores, frozen parts,
+persistence, both prompt layouts and both tiny LLM families."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ecgqa.models.fusion import EcgQaModel, ModelConfig
+from ecgqa.models.llm import LlmConfig
+from ecgqa.qa.ecgqa import QaSample
+from ecgqa.synth.ecg import sample_facts, synthesize
+
+TINY_ENCODER = {"widths": [8, 8, 16, 16], "blocks": [1, 1, 1, 1], "out_dim": 16}
+
+
+class _Signals:
+    """Synthetic ECGs by id (a stand-in for SignalCache with real synthetic signals)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def get(self, ecg_id):
+        self.calls += 1
+        rng = np.random.default_rng(ecg_id)
+        return synthesize(sample_facts(rng), rng), np.ones(12, dtype=bool)
+
+
+def _cfg(llm="tiny-llama", projector="attention", layout="question_first", **kw):
+    return ModelConfig(llm=LlmConfig(source=llm), encoder="resnet1d",
+                       encoder_kwargs=TINY_ENCODER, projector=projector, n_ecg_tokens=3,
+                       layout=layout, projector_kwargs={"dim": 16, "heads": 2}
+                       if projector in ("attention", "qformer") else {}, **kw)
+
+
+def _q(i, question="does this ecg show atrial fibrillation?", answer=("no",), ecgs=(1,)):
+    return QaSample(sample_id=i, template_id=101, question_id=0, question_type="single-verify",
+                    attribute_type="scp_code", question=question, answer=answer, ecg_ids=ecgs,
+                    attribute=("atrial fibrillation",), split="train")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return EcgQaModel.build(_cfg())
+
+
+def test_shapes_and_only_the_projector_trains(model):
+    signals = _Signals()
+    batch = model.make_batch([_q(0), _q(1, ecgs=(2,)), _q(2, answer=("yes",), ecgs=(1,))],
+                             signals)
+    assert batch.feats.shape[0] == 2 and signals.calls == 2           # ECG 1 encoded once
+    enc_out = model.encoder.out_dim
+    assert batch.feats.shape[2] == enc_out
+    tokens = model.ecg_tokens(batch.feats)
+    assert tokens.shape == (2, 3, model.llm.config.hidden_size)
+    emb, att, tgt = model.splice(batch, tokens)
+    assert emb.shape[:2] == att.shape == tgt.shape
+    loss = model.loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.projector.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.trainable_parameters() and all(
+        any(p is q for q in model.projector.parameters()) for p in model.trainable_parameters())
+    model.train()
+    assert not model.llm.training and not model.encoder.training and model.projector.training
+    model.zero_grad()
+
+
+def test_question_comes_before_the_answer_in_both_layouts(model):
+    for layout in ("question_first", "ecg_first"):
+        m = EcgQaModel.build(_cfg(layout=layout))
+        batch = m.make_batch([_q(0)], _Signals())
+        pieces = [m.tokenizer.decode(p) for p in batch.encoded[0].pieces]
+        text = " ".join(pieces)
+        assert "atrial fibrillation" in text and text.rstrip().endswith("answer :")
+        emb, att, tgt = m.splice(batch, m.ecg_tokens(batch.feats))
+        first_target = int((tgt[0] != -100).nonzero()[0])
+        question_end = sum(len(p) for p in batch.encoded[0].pieces) + 3 - 1
+        assert first_target == question_end          # answers are predicted after the prompt
+
+
+def test_option_scores_equal_summed_token_log_probabilities(model):
+    options = [[("no",), ("yes",), ("not sure",)], [("yes",), ("no",)]]
+    batch = model.make_batch([_q(0), _q(1, ecgs=(2,))], _Signals(), with_answers=False)
+    scores = model.score_options(batch, options)
+    assert scores.logp_sum.shape == (2, 3) and torch.isinf(scores.logp_sum[1, 2])
+    np.testing.assert_allclose(scores.probs.sum(1).numpy(), 1.0, rtol=1e-5)
+    for b, opts in enumerate(options):
+        for k, opt in enumerate(opts):
+            # full forward, full logits, no cache: the reference computation
+            ans = [model.tokenizer(" " + ", ".join(opt), add_special_tokens=False)["input_ids"]
+                   + [model.tokenizer.eos_token_id]]
+            one = type(batch)([batch.encoded[b]], batch.feats, [batch.ecg_index[b]])
+            emb, att, tgt = model.splice(one, model.ecg_tokens(batch.feats), answers=ans)
+            with torch.no_grad():
+                logits = model.llm(inputs_embeds=emb, attention_mask=att).logits
+            logp = torch.log_softmax(logits.float(), -1)[0]
+            where = (tgt[0] != -100).nonzero().squeeze(1)
+            ref = logp[where, tgt[0, where]].sum()
+            assert torch.allclose(scores.logp_sum[b, k], ref, atol=1e-4)
+            assert torch.allclose(scores.logp_mean[b, k], ref / len(ans[0]), atol=1e-4)
+
+
+def test_generation_runs_and_stops(model):
+    batch = model.make_batch([_q(0)], _Signals(), with_answers=False)
+    text = model.generate(batch, max_new_tokens=5)
+    assert isinstance(text, str)
+
+
+def test_training_the_projector_fits_a_tiny_task():
+    torch.manual_seed(0)
+    m = EcgQaModel.build(_cfg(projector="mlp"))
+    samples = [_q(0, answer=("yes",), ecgs=(1,)), _q(1, answer=("no",), ecgs=(2,))]
+    batch = m.make_batch(samples, _Signals())
+    opt = torch.optim.Adam(m.trainable_parameters(), lr=3e-2)
+    first = float(m.loss(batch).detach())
+    for _ in range(60):
+        opt.zero_grad()
+        loss = m.loss(batch)
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first
+    probs = m.score_options(m.make_batch(samples, _Signals(), with_answers=False),
+                            [[("no",), ("yes",)]] * 2).probs
+    assert probs[0].argmax() == 1 and probs[1].argmax() == 0     # ECG-dependent answers
+
+
+@pytest.mark.parametrize("llm,projector", [("tiny-gemma", "qformer"), ("tiny-llama", "linear")])
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, llm, projector):
+    torch.manual_seed(1)
+    m = EcgQaModel.build(_cfg(llm=llm, projector=projector))
+    for p in m.projector.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    samples = [_q(0), _q(1, question="what kind of noises does this ecg show in lead v1?",
+                         answer=("none",), ecgs=(3,))]
+    before = m.score_options(m.make_batch(samples, _Signals(), False),
+                             [[("no",), ("yes",)], [("none",), ("static noise",)]]).logp_sum
+    out = m.save_pretrained(tmp_path / "model")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "encoder",
+                                                     "projector.safetensors"]
+    again = EcgQaModel.from_pretrained(out)
+    after = again.score_options(again.make_batch(samples, _Signals(), False),
+                                [[("no",), ("yes",)], [("none",), ("static noise",)]]).logp_sum
+    torch.testing.assert_close(before, after)
+    if llm == "tiny-gemma":
+        assert again.embed_scale == pytest.approx(float(again.llm.config.hidden_size) ** 0.5)
+
+
+def test_comparison_questions_take_two_ecgs(model):
+    q = QaSample(sample_id=0, template_id=70, question_id=0,
+                 question_type="comparison_irrelevant-query", attribute_type="numeric_feature",
+                 question="what numeric features of the second ecg are still abnormal?",
+                 answer=("none",), ecg_ids=(1, 2), attribute=None, split="train")
+    batch = model.make_batch([q], _Signals())
+    assert batch.encoded[0].n_ecgs == 2 and batch.ecg_index[0] == (0, 1)
+    assert torch.isfinite(model.loss(batch))
+
+
+@pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
+def test_reused_prefix_cache_gives_the_same_loss_and_gradients(llm):
+    torch.manual_seed(2)
+    m = EcgQaModel.build(_cfg(llm=llm))
+    batch = m.make_batch([_q(0), _q(1, question="what is the heart axis of this ecg?",
+                                    answer=("normal heart axis",), ecgs=(2,)),
+                          _q(2, answer=("yes",), ecgs=(3,))], _Signals())
+    ref = m.loss(batch)
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in m.projector.parameters()]
+    prefix = m.prefix_cache(batch)
+    for _ in range(2):                           # reused: the cache must stay intact
+        m.zero_grad()
+        cached = m.loss(batch, prefix=prefix)
+        cached.backward()
+        torch.testing.assert_close(cached, ref, rtol=1e-4, atol=1e-5)
+        for p, g in zip(m.projector.parameters(), ref_grads):
+            torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-5)
+
+
+def test_streamed_generation_equals_the_returned_answer(model):
+    from transformers.generation.streamers import BaseStreamer
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.ids = []
+
+        def put(self, value):
+            self.ids += value.flatten().tolist()
+
+        def end(self):
+            pass
+
+    batch = model.make_batch([_q(0)], _Signals(), with_answers=False)
+    streamer = Collect()
+    text = model.generate(batch, max_new_tokens=6, streamer=streamer)
+    assert model.tokenizer.decode(streamer.ids, skip_special_tokens=True).strip() == text
+    assert 1 <= len(streamer.ids) <= 6

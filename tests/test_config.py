@@ -1,0 +1,88 @@
+"""Config loading: every YAML in configs/ validates; overrides, types and errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ecgqa.config import ConfigError, field, load_config, parse_overrides, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _schema(folder: str):
+    if folder == "model":
+        from ecgqa.models.fusion import ModelConfig
+
+        return ModelConfig
+    if folder == "encoder":
+        from ecgqa.models.encoders.pretrain import EncoderPretrainConfig
+
+        return EncoderPretrainConfig
+    raise AssertionError(f"configs/{folder}/ has no schema in tests/test_config.py")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_file_validates(path):
+    cfg = load_config(_schema(path.parent.name), path)
+    assert cfg is not None
+
+
+def test_tiny_model_config_builds_a_model():
+    from ecgqa.models.fusion import EcgQaModel, ModelConfig
+
+    model = EcgQaModel.build(load_config(ModelConfig, CONFIGS / "model" / "tiny.yaml"))
+    assert model.cfg.n_ecg_tokens == 3 and model.trainable_parameters()
+
+
+@dataclass
+class _Inner:
+    lr: float = field(0.1, help="learning rate")
+    steps: int = field(5, help="steps")
+
+
+@dataclass
+class _Outer:
+    name: str = field("x", help="name")
+    inner: _Inner = field(_Inner(), help="inner")
+    flags: list = field([], help="flags")
+    maybe: int | None = field(None, help="optional")
+    on: bool = field(False, help="switch")
+
+
+def test_overrides_types_and_round_trip(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: y\ninner:\n  steps: 7\n")
+    cfg = load_config(_Outer, tmp_path / "c.yaml", ["inner.lr=0.05", "--maybe", "3", "on=true"])
+    assert (cfg.name, cfg.inner.steps, cfg.inner.lr, cfg.maybe, cfg.on) == ("y", 7, 0.05, 3, True)
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(_Outer, tmp_path / "resolved.yaml") == cfg
+    assert _Outer().inner is not _Outer().inner            # defaults are not shared
+    assert parse_overrides(["a.b-c=[1, 2]"]) == {"a": {"b_c": [1, 2]}}
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["inner.lrr=1"], "did you mean inner.lr"),
+    (["inner.steps=2.5"], "expected an integer"),
+    (["inner.lr=fast"], "expected float"),
+    (["on=maybe"], "expected true/false"),
+    (["inner=3"], "expected a mapping"),
+    (["--steps"], "needs a value"),
+    (["steps"], "key=value"),
+])
+def test_config_errors_name_the_key_and_the_fix(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(_Outer, None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(_Outer, tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(_Outer, tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(_Outer, tmp_path / "list.yaml")
