@@ -97,7 +97,8 @@ def _quantization(cfg: LlmConfig):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = None):
+def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = None,
+               tokenizer: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path or cfg.path or "").expanduser()
@@ -111,7 +112,7 @@ def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = Non
         kwargs["quantization_config"] = q
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True) if tokenizer else None
     except (OSError, ValueError) as err:
         raise LlmError(f"{folder}: cannot load model ({str(err).splitlines()[0]})") from None
     return model, tok
@@ -128,7 +129,21 @@ def _load_embedded(cfg: LlmConfig, dtype: torch.dtype):
     target = embedded_cache_dir(cfg)
     if not (target / "config.json").is_file():
         convert_embedded(target)
-    return _load_path(cfg, dtype, target)
+    model, _ = _load_path(cfg, dtype, target, tokenizer=False)
+    return model, _fast_tokenizer(target)
+
+
+def _fast_tokenizer(folder: Path):
+    """The embedded Gemma tokenizer straight from tokenizer.json (1.5 s instead of 3.4 s
+    through AutoTokenizer's GemmaTokenizer; the same ids)."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    special = json.loads((folder / "tokenizer_config.json").read_text())
+    names = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
+    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                   **{k: special[k] for k in names if k in special})
 
 
 def convert_embedded(target: Path) -> Path:

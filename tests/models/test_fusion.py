@@ -198,3 +198,37 @@ def test_streamed_generation_equals_the_returned_answer(model):
     text = model.generate(batch, max_new_tokens=6, streamer=streamer)
     assert model.tokenizer.decode(streamer.ids, skip_special_tokens=True).strip() == text
     assert 1 <= len(streamer.ids) <= 6
+
+
+def test_the_chat_template_wraps_the_prompt_where_the_tokenizer_has_one(model):
+    from ecgqa.qa.collate import encode_prompt
+
+    tok = model.tokenizer
+    plain = encode_prompt(model.template, tok, "what is the heart axis of this ecg?", 1)
+    assert plain.pieces[0][0] == tok.bos_token_id
+    tok.chat_template = ("{% for m in messages %}<bos>user : {{ m['content'] }} "
+                         "{% endfor %}{% if add_generation_prompt %}model :{% endif %}")
+    try:
+        chat = encode_prompt(model.template, tok, "what is the heart axis of this ecg?", 1)
+    finally:
+        tok.chat_template = None
+    first, last = tok.decode(chat.pieces[0]), tok.decode(chat.pieces[1])
+    assert first.startswith("<bos> user :") and "heart axis" in first
+    assert last.rstrip().endswith("answer : model :")       # the turn ends after the prompt
+    assert chat.pieces[0].count(tok.bos_token_id) == 1
+
+
+def test_bfloat16_llm_with_a_float32_projector():
+    torch.manual_seed(3)
+    cfg = _cfg()
+    cfg.llm.dtype = "bfloat16"
+    m = EcgQaModel.build(cfg)
+    assert m.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in m.trainable_parameters())
+    batch = m.make_batch([_q(0), _q(1, ecgs=(2,))], _Signals())
+    loss = m.loss(batch, prefix=m.prefix_cache(batch))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all()
+                                        for p in m.trainable_parameters())
+    probs = m.score_options(m.make_batch([_q(0)], _Signals(), False), [[("no",), ("yes",)]]).probs
+    assert probs.dtype == torch.float32 and abs(float(probs.sum()) - 1) < 1e-5
