@@ -126,7 +126,7 @@ def _bench_layout(cfg: ModelConfig, args) -> None:
     options = [[("yes",), ("no",), ("not sure",), ("none",), ("sinus rhythm",)]]
 
     def score():
-        model._feature_cache.clear()
+        model._feature_cache.clear()             # time the encoder too
         model.score_options(model.make_batch(one, signals, with_answers=False), options)
 
     _row(f"{layout}: score 5 options for one ECG", _timed(score), "<= 1 s")

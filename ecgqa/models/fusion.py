@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,8 @@ class EcgQaModel(nn.Module):
         scale = getattr(llm.get_input_embeddings(), "embed_scale", None)
         self.embed_scale = float(scale) if scale is not None else 1.0
         self.softcap = getattr(llm.config, "final_logit_softcapping", None)
-        self._feature_cache: dict = {}
+        # encoder features per signal source and ecg id (the encoder is frozen)
+        self._feature_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ construction
 
@@ -142,6 +144,15 @@ class EcgQaModel(nn.Module):
     def _dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
+    def signal_cache(self, resolver, cache_dir=None):
+        """A SignalCache that brings every record to this encoder's input spec
+        (leads, rate, duration), so any record format and rate can be fed."""
+        from ecgqa.qa.cache import SignalCache
+
+        spec = self.encoder.input_spec
+        return SignalCache(resolver, fs=spec.fs, duration_s=spec.duration_s,
+                           leads=tuple(spec.leads), cache_dir=cache_dir)
+
     def make_batch(self, samples: Sequence, signals, with_answers: bool = True) -> Batch:
         """Tokenise ``samples`` (QaSample-like) and encode their ECGs (cached per ecg id).
 
@@ -151,18 +162,25 @@ class EcgQaModel(nn.Module):
             with_answers: tokenise answers too (training, teacher forcing).
         """
         ids = sorted({i for s in samples for i in s.ecg_ids})
-        missing = [i for i in ids if i not in self._feature_cache]
+        cache = self._features_of(signals)
+        missing = [i for i in ids if i not in cache]
         if missing:
             got = [signals.get(i) for i in missing]
             x = torch.as_tensor(_stack([g[0] for g in got]))            # (E', leads, t)
             m = torch.as_tensor(_stack([g[1] for g in got]))            # (E', leads)
             for i, f in zip(missing, self.encode_ecg(x, m)):
-                self._feature_cache[i] = f
+                cache[i] = f
         row = {i: k for k, i in enumerate(ids)}
-        feats = torch.stack([self._feature_cache[i] for i in ids])      # (E, n, d_enc)
+        feats = torch.stack([cache[i] for i in ids])                    # (E, n, d_enc)
         encoded = [encode_sample(self.template, self.tokenizer, s.question, len(s.ecg_ids),
                                  s.answer if with_answers else None) for s in samples]
         return Batch(encoded, feats, [tuple(row[i] for i in s.ecg_ids) for s in samples])
+
+    def _features_of(self, signals) -> dict:
+        try:
+            return self._feature_cache.setdefault(signals, {})
+        except TypeError:                        # not weak-referenceable: no caching
+            return {}
 
     # ------------------------------------------------------------------ splicing
 

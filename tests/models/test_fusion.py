@@ -232,3 +232,17 @@ def test_bfloat16_llm_with_a_float32_projector():
                                         for p in m.trainable_parameters())
     probs = m.score_options(m.make_batch([_q(0)], _Signals(), False), [[("no",), ("yes",)]]).probs
     assert probs.dtype == torch.float32 and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_real_records_of_any_rate_reach_the_model_through_the_encoder_spec(model, tmp_path):
+    from ecgqa.qa.resolve import RecordsIndex
+    from tests.conftest import write_real_index
+
+    signals = model.signal_cache(RecordsIndex(write_real_index(tmp_path / "index.csv")))
+    q1 = _q(0, ecgs=(1,))                       # PTB-XL 00001_lr: 100 Hz, resampled to 500 Hz
+    q2 = _q(1, ecgs=(6000,))                    # Challenge 2021 copy, 500 Hz .mat
+    batch = model.make_batch([q1, q2], signals)
+    assert batch.feats.shape[0] == 2 and torch.isfinite(batch.feats).all()
+    assert torch.isfinite(model.loss(batch))
+    synthetic = model.make_batch([q1], _Signals()).feats[0]       # same id, other source
+    assert not torch.allclose(batch.feats[0], synthetic)
