@@ -141,6 +141,10 @@ class EcgQaModel(nn.Module):
         return (tokens * self.embed_scale).to(self._dtype)
 
     @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
     def _dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
@@ -166,8 +170,9 @@ class EcgQaModel(nn.Module):
         missing = [i for i in ids if i not in cache]
         if missing:
             got = [signals.get(i) for i in missing]
-            x = torch.as_tensor(_stack([g[0] for g in got]))            # (E', leads, t)
-            m = torch.as_tensor(_stack([g[1] for g in got]))            # (E', leads)
+            dev = next(self.encoder.parameters()).device
+            x = torch.as_tensor(_stack([g[0] for g in got]), device=dev)  # (E', leads, t)
+            m = torch.as_tensor(_stack([g[1] for g in got]), device=dev)  # (E', leads)
             for i, f in zip(missing, self.encode_ecg(x, m)):
                 cache[i] = f
         row = {i: k for k, i in enumerate(ids)}
@@ -185,7 +190,7 @@ class EcgQaModel(nn.Module):
     # ------------------------------------------------------------------ splicing
 
     def _embed(self, ids: Sequence[int]) -> torch.Tensor:
-        t = torch.as_tensor(list(ids), dtype=torch.long)
+        t = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)
         return self.llm.get_input_embeddings()(t)                        # (len, d)
 
     def splice(self, batch: Batch, ecg_tok: torch.Tensor, answers: Sequence[Sequence[int]]
@@ -212,7 +217,7 @@ class EcgQaModel(nn.Module):
             if ans:
                 parts.append(self._embed(ans))
             seq = torch.cat(parts)                                        # (T_b, d)
-            tgt = torch.full((seq.shape[0],), -100, dtype=torch.long)
+            tgt = torch.full((seq.shape[0],), -100, dtype=torch.long, device=seq.device)
             if ans:
                 tgt[prompt_len - 1: prompt_len - 1 + len(ans)] = torch.tensor(ans)
             rows.append(seq)
@@ -235,6 +240,7 @@ class EcgQaModel(nn.Module):
         for i, f in enumerate(firsts):
             ids[i, width - len(f):] = f
             mask[i, width - len(f):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
                            attention_mask=mask, position_ids=pos, use_cache=True)
@@ -242,7 +248,7 @@ class EcgQaModel(nn.Module):
 
     def _suffix_forward(self, batch: Batch, ecg_tok, prefix: PrefixCache, answers=None):
         emb, att, tgt = self.splice(batch, ecg_tok, answers, skip_first_piece=True)
-        pos = prefix.lengths.unsqueeze(1) + torch.arange(emb.shape[1]).unsqueeze(0)
+        pos = prefix.lengths.unsqueeze(1) + torch.arange(emb.shape[1], device=emb.device)
         mask = torch.cat([prefix.mask, att], dim=1)                       # (B, P + S)
         try:
             hidden = self._body()(inputs_embeds=emb, attention_mask=mask, position_ids=pos,
@@ -338,6 +344,7 @@ class EcgQaModel(nn.Module):
         for i, a in enumerate(ans):
             ids[i, : len(a)] = torch.tensor(a)
             valid[i, : len(a)] = True
+        ids, valid = ids.to(self.device), valid.to(self.device)
         cache = out.past_key_values
         cache.batch_repeat_interleave(k)
         mask = torch.cat([att.expand(k, -1), valid.long()], dim=1)          # (K, T + L)
@@ -348,7 +355,7 @@ class EcgQaModel(nn.Module):
         states = torch.cat([last.expand(k, -1).unsqueeze(1), hid[:, :-1]], dim=1)
         logp = torch.log_softmax(self._logits(states[valid]), dim=-1)
         tok = logp.gather(1, ids[valid].unsqueeze(1)).squeeze(1)
-        per = torch.zeros((k, width)).masked_scatter(valid, tok)
+        per = torch.zeros((k, width), device=tok.device).masked_scatter(valid, tok)
         lengths = valid.sum(1)
         return per.sum(1), per.sum(1) / lengths
 
@@ -432,8 +439,8 @@ def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
     t = max(r.shape[0] for r in rows)
     d = rows[0].shape[1]
     emb = rows[0].new_zeros((len(rows), t, d))
-    att = torch.zeros((len(rows), t), dtype=torch.long)
-    tgt = torch.full((len(rows), t), -100, dtype=torch.long)
+    att = torch.zeros((len(rows), t), dtype=torch.long, device=rows[0].device)
+    tgt = torch.full((len(rows), t), -100, dtype=torch.long, device=rows[0].device)
     for i, (r, g) in enumerate(zip(rows, targets)):
         emb[i, : r.shape[0]] = r
         att[i, : r.shape[0]] = 1
@@ -443,7 +450,7 @@ def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
 
 def _pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
     k = max(r.shape[0] for r in rows)
-    out = torch.full((len(rows), k), float("-inf"))
+    out = torch.full((len(rows), k), float("-inf"), device=rows[0].device)
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
     return out

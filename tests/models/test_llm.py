@@ -85,3 +85,21 @@ def test_a_local_qwen_family_model_drives_the_fusion_model(tmp_path):
     model = EcgQaModel.build(cfg)
     assert type(model.llm).__name__ == "Qwen2ForCausalLM"
     assert model.embed_scale == 1.0                    # no scaled embedding in Qwen
+
+
+def test_fusion_model_trains_through_a_4bit_frozen_llm(tmp_path):
+    from ecgqa.models.fusion import EcgQaModel, ModelConfig
+    from tests.models.test_fusion import _q, _Signals
+
+    _, _, folder = _saved_tiny(tmp_path)
+    cfg = ModelConfig(llm=LlmConfig(source="path", path=str(folder), quantization="4bit"),
+                      encoder="resnet1d", encoder_kwargs={"widths": [8, 8, 8, 8],
+                                                          "blocks": [1, 1, 1, 1], "out_dim": 8},
+                      projector="mlp", n_ecg_tokens=2)
+    model = EcgQaModel.build(cfg)
+    batch = model.make_batch([_q(0), _q(1, ecgs=(2,))], _Signals())
+    loss = model.loss(batch, prefix=model.prefix_cache(batch))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in model.trainable_parameters())
