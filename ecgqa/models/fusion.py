@@ -103,6 +103,8 @@ class EcgQaModel(nn.Module):
         scale = getattr(llm.get_input_embeddings(), "embed_scale", None)
         self.embed_scale = float(scale) if scale is not None else 1.0
         self.softcap = getattr(llm.config, "final_logit_softcapping", None)
+        self.quantized = any(type(mod).__module__.startswith("bitsandbytes")
+                             for mod in llm.modules())
         # encoder features per signal source and ecg id (the encoder is frozen)
         self._feature_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -292,6 +294,7 @@ class EcgQaModel(nn.Module):
             batch: prompts, answers and ECG features.
             prefix: the batch's :meth:`prefix_cache`, to skip recomputing the first pieces.
         """
+        self._check_trainable()
         ecg_tok = self.ecg_tokens(batch.feats)
         if prefix is None:
             emb, att, tgt = self.splice(batch, ecg_tok)
@@ -300,6 +303,15 @@ class EcgQaModel(nn.Module):
         where = tgt != -100
         logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
         return -logp.gather(1, tgt[where].unsqueeze(1)).mean()
+
+    def _check_trainable(self) -> None:
+        if self.quantized and torch.is_grad_enabled() and self.device.type == "cpu":
+            from ecgqa.models.llm import LlmError
+
+            raise LlmError("bitsandbytes 4/8-bit layers give wrong gradients on the CPU "
+                           "(checked against finite differences); use a quantized LLM on the "
+                           "CPU for answering only, or train with llm.quantization none or "
+                           "on CUDA")
 
     def token_accuracy(self, batch: Batch) -> float:
         """Teacher-forced answer-token accuracy: a side metric, never the headline score."""

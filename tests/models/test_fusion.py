@@ -246,3 +246,23 @@ def test_real_records_of_any_rate_reach_the_model_through_the_encoder_spec(model
     assert torch.isfinite(model.loss(batch))
     synthetic = model.make_batch([q1], _Signals()).feats[0]       # same id, other source
     assert not torch.allclose(batch.feats[0], synthetic)
+
+
+@pytest.mark.parametrize("use_prefix", [False, True])
+def test_projector_gradient_matches_finite_differences(use_prefix):
+    torch.manual_seed(4)
+    m = EcgQaModel.build(_cfg(projector="mlp"))
+    batch = m.make_batch([_q(0), _q(1, answer=("yes",), ecgs=(2,))], _Signals())
+    prefix = m.prefix_cache(batch) if use_prefix else None
+    m.zero_grad()
+    m.loss(batch, prefix=prefix).backward()
+    bias = m.projector.net[2].bias
+    eps = 1e-2
+    for i in range(4):
+        with torch.no_grad():
+            bias[i] += eps
+            up = float(m.loss(batch, prefix=prefix))
+            bias[i] -= 2 * eps
+            down = float(m.loss(batch, prefix=prefix))
+            bias[i] += eps
+        assert abs(bias.grad[i] - (up - down) / (2 * eps)) < 2e-3 + 0.02 * abs(bias.grad[i])
