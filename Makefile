@@ -39,6 +39,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ecgqa data synth --out $(DEMO_OUT)/synth --n-ecgs 300 --seed 0
 	$(VENV)/bin/ecgqa plot $(DEMO_OUT)/synth/records/00000/00001 --out $(DEMO_OUT)/synth-00001.png
 	$(VENV)/bin/ecgqa data stats --qa $(DEMO_OUT)/synth --n-way 2 --k-shot 2 --q-query 2
+	$(PY) eval/speed.py --layouts question_first
 	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/00001_lr.png, $(DEMO_OUT)/synth/"
 
 test: $(STAMP)
