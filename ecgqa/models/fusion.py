@@ -15,6 +15,7 @@ parts train is decided here alone: the encoder and the LLM are frozen in the con
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import weakref
 from collections.abc import Sequence
@@ -105,6 +106,9 @@ class EcgQaModel(nn.Module):
         self.softcap = getattr(llm.config, "final_logit_softcapping", None)
         self.quantized = any(type(mod).__module__.startswith("bitsandbytes")
                              for mod in llm.modules())
+        # the cache keyword: ``cache`` in newer transformers, ``past_key_values`` before
+        params = inspect.signature(self._body().forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         # encoder features per signal source and ecg id (the encoder is frozen)
         self._feature_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -264,14 +268,6 @@ class EcgQaModel(nn.Module):
 
     def _body(self):
         return getattr(self.llm, self.llm.base_model_prefix)
-
-    @property
-    def _cache_arg(self) -> str:
-        """``cache`` in newer transformers, ``past_key_values`` before."""
-        import inspect
-
-        params = inspect.signature(self._body().forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.llm.get_output_embeddings()(hidden).float()

@@ -22,7 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgqa.records.leads import canonical_lead_name, is_standard_lead, parse_leads
+from ecgqa.records.leads import (
+    STANDARD_LEADS,
+    canonical_lead_name,
+    is_standard_lead,
+    parse_leads,
+)
 from ecgqa.records.meta import EcgMeta, parse_comments
 
 # Limits that separate a real recording from a corrupt header.
@@ -459,8 +464,6 @@ def _clean(header: Path, signal: np.ndarray, names: list[str], warnings: list[st
 
 
 def _lead_rank(name: str, index: int) -> tuple[int, int]:
-    from ecgqa.records.leads import STANDARD_LEADS
-
     if is_standard_lead(name):
         return (0, STANDARD_LEADS.index(name))
     return (1, index)
