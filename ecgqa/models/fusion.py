@@ -141,9 +141,16 @@ class EcgQaModel(nn.Module):
         """Frozen encoder: ``(E, leads, t)`` mV -> ``(E, n, d_enc)``."""
         return self.encoder(signals.float(), masks)
 
-    def ecg_tokens(self, feats: torch.Tensor) -> torch.Tensor:
-        """Projector: ``(E, n, d_enc)`` -> ``(E, m, d_llm)`` at the LLM's embedding scale."""
-        tokens = self.projector(feats)                            # (E, m, d_llm)
+    def ecg_tokens(self, feats: torch.Tensor, projector=None) -> torch.Tensor:
+        """Projector: ``(E, n, d_enc)`` -> ``(E, m, d_llm)`` at the LLM's embedding scale.
+
+        Args:
+            feats: frozen encoder features.
+            projector: a stand-in for ``self.projector`` (an inner-loop learner, whose
+                parameters are adapted copies); default the model's own.
+        """
+        proj = self.projector if projector is None else projector
+        tokens = proj(feats)                                      # (E, m, d_llm)
         return (tokens * self.embed_scale).to(self._dtype)
 
     @property
@@ -250,7 +257,7 @@ class EcgQaModel(nn.Module):
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
                            attention_mask=mask, position_ids=pos, use_cache=True)
-        return PrefixCache(out.past_key_values, mask, mask.sum(1))
+        return PrefixCache(getattr(out, self._cache_arg), mask, mask.sum(1))
 
     def _suffix_forward(self, batch: Batch, ecg_tok, prefix: PrefixCache, answers=None):
         emb, att, tgt = self.splice(batch, ecg_tok, answers, skip_first_piece=True)
@@ -283,15 +290,17 @@ class EcgQaModel(nn.Module):
         logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)     # (N, V)
         return logp.gather(1, targets[where].unsqueeze(1)).squeeze(1)     # (N,)
 
-    def loss(self, batch: Batch, prefix: PrefixCache | None = None) -> torch.Tensor:
+    def loss(self, batch: Batch, prefix: PrefixCache | None = None,
+             projector=None) -> torch.Tensor:
         """Mean negative log-likelihood of the answer tokens (teacher forcing).
 
         Args:
             batch: prompts, answers and ECG features.
             prefix: the batch's :meth:`prefix_cache`, to skip recomputing the first pieces.
+            projector: an adapted stand-in for the projector (see :meth:`ecg_tokens`).
         """
         self._check_trainable()
-        ecg_tok = self.ecg_tokens(batch.feats)
+        ecg_tok = self.ecg_tokens(batch.feats, projector)
         if prefix is None:
             emb, att, tgt = self.splice(batch, ecg_tok)
             return -self.token_logprobs(emb, att, tgt).mean()
@@ -301,18 +310,21 @@ class EcgQaModel(nn.Module):
         return -logp.gather(1, tgt[where].unsqueeze(1)).mean()
 
     def _check_trainable(self) -> None:
-        if self.quantized and torch.is_grad_enabled() and self.device.type == "cpu":
+        if not (self.quantized and torch.is_grad_enabled() and self.device.type == "cpu"):
+            return
+        from ecgqa.models.quantized import is_cpu_trainable
+
+        if not is_cpu_trainable(self.llm):   # load_llm makes them so; a hand-built LLM may not
             from ecgqa.models.llm import LlmError
 
-            raise LlmError("bitsandbytes 4/8-bit layers give wrong gradients on the CPU "
-                           "(checked against finite differences); use a quantized LLM on the "
-                           "CPU for answering only, or train with llm.quantization none or "
-                           "on CUDA")
+            raise LlmError("bitsandbytes 4/8-bit layers give wrong gradients on the CPU; "
+                           "call ecgqa.models.quantized.make_cpu_trainable(llm) right after "
+                           "loading (load_llm does)")
 
-    def token_accuracy(self, batch: Batch) -> float:
+    def token_accuracy(self, batch: Batch, projector=None) -> float:
         """Teacher-forced answer-token accuracy: a side metric, never the headline score."""
         with torch.no_grad():
-            emb, att, tgt = self.splice(batch, self.ecg_tokens(batch.feats))
+            emb, att, tgt = self.splice(batch, self.ecg_tokens(batch.feats, projector))
             hidden = self._body()(inputs_embeds=emb, attention_mask=att).last_hidden_state
             where = tgt != -100
             pred = self._logits(hidden[where]).argmax(-1)
@@ -321,15 +333,16 @@ class EcgQaModel(nn.Module):
     # ------------------------------------------------------------------ answering
 
     @torch.no_grad()
-    def score_options(self, batch: Batch, options: Sequence[Sequence[Sequence[str]]]
-                      ) -> OptionScores:
+    def score_options(self, batch: Batch, options: Sequence[Sequence[Sequence[str]]],
+                      projector=None) -> OptionScores:
         """Score candidate answers after each prompt (the question has been read).
 
         Args:
             batch: prompts and ECG features (answers in it are ignored).
             options: per sample, the candidate answers (each a list of answer terms).
+            projector: an adapted stand-in for the projector (see :meth:`ecg_tokens`).
         """
-        ecg_tok = self.ecg_tokens(batch.feats)
+        ecg_tok = self.ecg_tokens(batch.feats, projector)
         sums, means = [], []
         for b in range(len(batch.encoded)):
             s, m = self._score_one(batch, b, ecg_tok, options[b])
@@ -353,7 +366,7 @@ class EcgQaModel(nn.Module):
             ids[i, : len(a)] = torch.tensor(a)
             valid[i, : len(a)] = True
         ids, valid = ids.to(self.device), valid.to(self.device)
-        cache = out.past_key_values
+        cache = getattr(out, self._cache_arg)
         cache.batch_repeat_interleave(k)
         mask = torch.cat([att.expand(k, -1), valid.long()], dim=1)          # (K, T + L)
         hid = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
@@ -369,10 +382,10 @@ class EcgQaModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: Batch, b: int = 0, max_new_tokens: int | None = None,
-                 streamer=None) -> str:
+                 streamer=None, projector=None) -> str:
         """Greedy answer to prompt ``b`` (KV cache on; ``streamer`` gets text as it comes)."""
         one = Batch([batch.encoded[b]], batch.feats, [batch.ecg_index[b]])
-        emb, att, _ = self.splice(one, self.ecg_tokens(batch.feats), answers=[[]])
+        emb, att, _ = self.splice(one, self.ecg_tokens(batch.feats, projector), answers=[[]])
         out = self.llm.generate(inputs_embeds=emb, attention_mask=att, do_sample=False,
                                 max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
                                 eos_token_id=self.tokenizer.eos_token_id,

@@ -53,6 +53,8 @@ def load_llm(cfg: LlmConfig):
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode with ``requires_grad`` False.
+        bitsandbytes layers on the CPU de-quantise per call (``make_cpu_trainable``), so
+        gradients through them to the inputs are exact.
 
     Raises:
         LlmError: unknown source, missing folder, unsupported dtype or quantization.
@@ -71,6 +73,11 @@ def load_llm(cfg: LlmConfig):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.quantization not in (None, "none"):
+        # bitsandbytes' CPU layers give wrong input gradients; de-quantise per call instead
+        from ecgqa.models.quantized import make_cpu_trainable
+
+        make_cpu_trainable(model)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok

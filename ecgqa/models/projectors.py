@@ -13,6 +13,9 @@ Registered by name in :data:`ecgqa.registry.PROJECTORS`:
 Every projector starts with a LayerNorm over the encoder features (so any encoder's
 feature scale works) and ends in a linear map, so its output scale is learned; the fusion
 model multiplies by the LLM's embedding scale where the LLM has one (Gemma).
+
+Each projector is ``finish(head(body(feats)))`` with ``head`` its last linear layer, so
+ANIL can adapt the head alone (:mod:`ecgqa.meta.algorithms`).
 """
 
 from __future__ import annotations
@@ -30,13 +33,18 @@ class _Pooled(nn.Module):
         super().__init__()
         self.n_tokens, self.d_llm = n_tokens, d_llm
         self.norm = nn.LayerNorm(d_enc)
-        out = n_tokens * d_llm
-        self.net = (nn.Linear(d_enc, out) if hidden is None else
-                    nn.Sequential(nn.Linear(d_enc, hidden), nn.GELU(), nn.Linear(hidden, out)))
+        self.hidden = (nn.Identity() if hidden is None else
+                       nn.Sequential(nn.Linear(d_enc, hidden), nn.GELU()))
+        self.head = nn.Linear(d_enc if hidden is None else hidden, n_tokens * d_llm)
+
+    def body(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.hidden(self.norm(feats.mean(dim=1)))           # (b, d_enc or hidden)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, self.n_tokens, self.d_llm)               # (b, m, d_llm)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        pooled = self.norm(feats.mean(dim=1))                      # (b, d_enc)
-        return self.net(pooled).view(-1, self.n_tokens, self.d_llm)  # (b, m, d_llm)
+        return self.finish(self.head(self.body(feats)))
 
 
 class _CrossBlock(nn.Module):
@@ -71,14 +79,20 @@ class QueryProjector(nn.Module):
         self.inp = nn.Linear(d_enc, dim)
         self.blocks = nn.ModuleList(_CrossBlock(dim, heads, self_attention)
                                     for _ in range(layers))
-        self.out = nn.Linear(dim, d_llm)
+        self.head = nn.Linear(dim, d_llm)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def body(self, feats: torch.Tensor) -> torch.Tensor:
         kv = self.inp(self.norm(feats))                               # (b, n, dim)
         q = self.queries.unsqueeze(0).expand(feats.shape[0], -1, -1)  # (b, m, dim)
         for block in self.blocks:
             q = block(q, kv)
-        return self.out(q)                                            # (b, m, d_llm)
+        return q                                                      # (b, m, dim)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return x                                                      # (b, m, d_llm)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.head(self.body(feats)))               # (b, m, d_llm)
 
 
 @PROJECTORS.register("linear")

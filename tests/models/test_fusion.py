@@ -256,7 +256,7 @@ def test_projector_gradient_matches_finite_differences(use_prefix):
     prefix = m.prefix_cache(batch) if use_prefix else None
     m.zero_grad()
     m.loss(batch, prefix=prefix).backward()
-    bias = m.projector.net[2].bias
+    bias = m.projector.head.bias
     eps = 1e-2
     for i in range(4):
         with torch.no_grad():
