@@ -32,15 +32,13 @@ $(STAMP): pyproject.toml constraints.txt $(WHEELS)/.learn2learn | $(PY)
 demo: $(STAMP)
 	@test -d $(SHARED) || { echo "demo: $(SHARED) not found (the team's shared real records)"; exit 2; }
 	$(VENV)/bin/ecgqa info $(SHARED)/ptbxl/00001_lr.hea
-	$(VENV)/bin/ecgqa info $(SHARED)/cinc2021/E07509.mat --no-measure --leads limb
 	$(VENV)/bin/ecgqa plot $(SHARED)/cinc2021/E07509.hea --out $(DEMO_OUT)/E07509.png
-	$(VENV)/bin/ecgqa plot $(SHARED)/ptbxl/00001_lr.hea --fs 500 --out $(DEMO_OUT)/00001_lr.png
-	rm -rf $(DEMO_OUT)/synth
-	$(VENV)/bin/ecgqa data synth --out $(DEMO_OUT)/synth --n-ecgs 300 --seed 0
-	$(VENV)/bin/ecgqa plot $(DEMO_OUT)/synth/records/00000/00001 --out $(DEMO_OUT)/synth-00001.png
-	$(VENV)/bin/ecgqa data stats --qa $(DEMO_OUT)/synth --n-way 2 --k-shot 2 --q-query 2
-	$(PY) eval/speed.py --layouts question_first
-	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/00001_lr.png, $(DEMO_OUT)/synth/"
+	rm -rf $(DEMO_OUT)/meta
+	$(VENV)/bin/ecgqa train-meta --config configs/meta/default.yaml \
+	    data.qa=$(DEMO_OUT)/synth data.synth_n_ecgs=2000 train.init=default \
+	    train.out=$(DEMO_OUT)/meta train.steps=10 train.save_every=0 train.eval_every=0 \
+	    train.test_episodes=10
+	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/synth/, $(DEMO_OUT)/meta/ (adapter, test_results.json)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

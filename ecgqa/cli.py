@@ -264,7 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. ../shared/data/real/cinc2021")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
     p.set_defaults(func=cmd_encoder)
+
+    from ecgqa.meta.run import DESCRIPTION, add_arguments
+
+    p = sub.add_parser("train-meta", help="meta-train the projector on few-shot ECG-QA episodes",
+                       description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_meta)
     return parser
+
+
+# --------------------------------------------------------------------------- meta-learning
+
+
+def cmd_train_meta(args: argparse.Namespace) -> int:
+    """Meta-train (ecgqa.meta.run); the same as ``accelerate launch ecgqa/train_meta.py``."""
+    from ecgqa.meta.run import is_user_error, run
+
+    try:
+        return run(args)
+    except Exception as err:                       # noqa: BLE001 - user errors are one line
+        if is_user_error(err):
+            raise UserError(str(err)) from None
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ecgqa.records.read import EcgRecordError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["train-meta"]:             # dotted overrides such as --meta.inner_lr 0.1
+            from ecgqa.meta.run import parse
+
+            args = parse(argv[1:], "ecgqa train-meta", parser_class=_Parser)
+            return cmd_train_meta(args)
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
             parser.print_help()

@@ -13,7 +13,12 @@ One row per measure, with peak RSS:
   prompt up to the first ECG computed once and reused, as an inner loop does from its
   second step on (question_first: that prefix holds the whole question).
 
-Targets (2 cores): cold start <= 10 s, <= 1 s per answer, support fwd+bwd <= 2 s.
+- one meta-training episode (5-way 5-shot, 1 query per class, 5 inner steps on the 25
+  support questions with the prefix cache, then the query loss and the outer backward)
+  for first-order MAML and for second-order MAML, with the peak RSS after each.
+
+Targets (2 cores): cold start <= 10 s, <= 1 s per answer, support fwd+bwd <= 2 s,
+<= 8 s per FOMAML episode, <= 4 GB peak RSS.
 """
 
 from __future__ import annotations
@@ -97,6 +102,10 @@ def main() -> int:
                     help="model config (default configs/model/default.yaml)")
     ap.add_argument("--dtype", default=None, help="override llm.dtype (float32, bfloat16)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument("--meta", nargs="*", default=["fomaml", "maml"],
+                    help="meta-learning algorithms to time per episode (none: skip)")
+    ap.add_argument("--meta-only", action="store_true", help="time meta-training episodes only")
+    ap.add_argument("--inner-lr", type=float, default=0.01, help="inner-loop rate (default 0.01)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,6 +116,9 @@ def main() -> int:
     print(f"config {args.config}: llm {cfg.llm.source} {cfg.llm.dtype}, projector "
           f"{cfg.projector}, {cfg.n_ecg_tokens} ECG tokens")
     print("| measure | time | target | peak RSS |\n|---|---|---|---|")
+    if args.meta_only:
+        _bench_meta(cfg, args)
+        return 0
     if cfg.llm.source == "embedded" and not (embedded_cache_dir(cfg.llm) / "config.json").is_file():
         t = time.perf_counter()
         EcgQaModel.build(cfg)
@@ -114,7 +126,45 @@ def main() -> int:
     _row("cold start (new process: import + build model)", cold_start(args.config), "<= 10 s")
     for layout in args.layouts:
         _bench_layout(dataclasses.replace(cfg, layout=layout), args)
+    _bench_meta(cfg, args)
     return 0
+
+
+def _episode(n_way: int = 5, k_shot: int = 5, q_query: int = 1):
+    """A 5-way 5-shot episode of ECG-QA-style questions on distinct synthetic ECGs."""
+    from ecgqa.qa.episodes import Episode
+
+    support, query = [], []
+    for c in range(n_way):
+        q, a = QUESTIONS[c]
+        for k in range(k_shot + q_query):
+            s = QaSample(sample_id=len(support) + len(query), template_id=c, question_id=0,
+                         question_type="single-verify", attribute_type="scp_code", question=q,
+                         answer=a, ecg_ids=(100 + c * 20 + k,), attribute=None, split="train")
+            (support if k < k_shot else query).append(s)
+    return Episode(tuple(support), tuple(query), (), 0)
+
+
+def _bench_meta(cfg: ModelConfig, args) -> None:
+    from ecgqa.meta.algorithms import build_algorithm
+    from ecgqa.meta.loop import MetaConfig, task_loss
+
+    torch.manual_seed(0)
+    model = EcgQaModel.build(cfg)
+    signals = _Signals()
+    episode = _episode()
+    model.make_batch(list(episode.support) + list(episode.query), signals)   # features cached
+    for name in args.meta:
+        algo = build_algorithm(name, model.projector, args.inner_lr)
+        meta = MetaConfig(algorithm=name, inner_lr=args.inner_lr, inner_steps=5)
+
+        def step(algo=algo, meta=meta):
+            model.zero_grad()
+            loss, _ = task_loss(model, algo, episode, signals, meta)
+            loss.backward()
+
+        _row(f"meta-training episode, {name} (5-way 5-shot, 5 inner steps)",
+             _timed(step, repeat=2), "<= 8 s" if name == "fomaml" else "")
 
 
 def _bench_layout(cfg: ModelConfig, args) -> None:

@@ -180,14 +180,15 @@ class EcgQaModel(nn.Module):
         """
         ids = sorted({i for s in samples for i in s.ecg_ids})
         cache = self._features_of(signals)
-        missing = [i for i in ids if i not in cache]
-        if missing:
-            got = [signals.get(i) for i in missing]
-            dev = next(self.encoder.parameters()).device
-            x = torch.as_tensor(_stack([g[0] for g in got]), device=dev)  # (E', leads, t)
-            m = torch.as_tensor(_stack([g[1] for g in got]), device=dev)  # (E', leads)
-            for i, f in zip(missing, self.encode_ecg(x, m)):
-                cache[i] = f
+        dev = next(self.encoder.parameters()).device
+        for i in (i for i in ids if i not in cache):
+            # one ECG per encoder call: a record's features must not depend on which other
+            # records shared its batch (kernels differ in rounding by batch size), or a
+            # resumed or multi-process run would drift from an uninterrupted one
+            sig, mask = signals.get(i)
+            x = torch.as_tensor(sig[None], device=dev)                   # (1, leads, t)
+            m = torch.as_tensor(mask[None], device=dev)                  # (1, leads)
+            cache[i] = self.encode_ecg(x, m)[0]                          # (n, d_enc)
         row = {i: k for k, i in enumerate(ids)}
         feats = torch.stack([cache[i] for i in ids])                    # (E, n, d_enc)
         encoded = [encode_sample(self.template, self.tokenizer, s.question, len(s.ecg_ids),
@@ -220,15 +221,24 @@ class EcgQaModel(nn.Module):
             inputs_embeds (B, T, d), attention_mask (B, T), targets (B, T) with the token
             each position must predict (-100 where there is no loss).
         """
-        rows, targets = [], []
+        texts, answer_ids = [], []                  # per sample: its text pieces' ids
         for b, enc in enumerate(batch.encoded):
-            parts = [] if skip_first_piece else [self._embed(enc.pieces[0])]
-            for k, ecg_row in enumerate(batch.ecg_index[b]):
-                parts += [ecg_tok[ecg_row], self._embed(enc.pieces[k + 1])]
-            prompt_len = sum(p.shape[0] for p in parts)
             ans = list(answers[b]) if answers is not None else list(enc.answer)
+            texts.append(list(enc.pieces[int(skip_first_piece):]) + ([ans] if ans else []))
+            answer_ids.append(ans)
+        # one embedding call for the whole batch, however many pieces: an FSDP-sharded
+        # embedding all-gathers per call, and every process must make the same calls
+        lengths = [len(p) for pieces in texts for p in pieces]
+        embedded = iter(self._embed([i for pieces in texts for p in pieces for i in p])
+                        .split(lengths))                                  # (len, d) each
+        rows, targets = [], []
+        for b, ans in enumerate(answer_ids):
+            parts = [] if skip_first_piece else [next(embedded)]
+            for ecg_row in batch.ecg_index[b]:
+                parts += [ecg_tok[ecg_row], next(embedded)]
+            prompt_len = sum(p.shape[0] for p in parts)
             if ans:
-                parts.append(self._embed(ans))
+                parts.append(next(embedded))
             seq = torch.cat(parts)                                        # (T_b, d)
             tgt = torch.full((seq.shape[0],), -100, dtype=torch.long, device=seq.device)
             if ans:
@@ -448,12 +458,6 @@ def _load_encoder(cfg: ModelConfig) -> nn.Module:
     if cfg.encoder == "default" or Path(cfg.encoder).is_dir():
         return load_encoder(cfg.encoder)
     return build_encoder(cfg.encoder, **cfg.encoder_kwargs)
-
-
-def _stack(arrays):
-    import numpy as np
-
-    return np.stack(arrays)
 
 
 def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):

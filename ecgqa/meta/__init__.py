@@ -1,0 +1,1 @@
+"""Few-shot meta-learning of the projector: algorithms, inner/outer loop, episodes, runs."""

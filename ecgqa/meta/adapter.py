@@ -1,0 +1,92 @@
+"""A meta-trained adapter on disk: the ECG-language model folder plus the inner-loop recipe.
+
+::
+
+    adapter/
+      config.yaml              model config + prompt template   (EcgQaModel.save_pretrained)
+      projector.safetensors    the meta-learned projector initialisation
+      meta.yaml                MetaConfig: algorithm, inner rate and steps used to adapt
+      meta.safetensors         the algorithm's own state (Meta-SGD's learned rates)
+
+``load_adapter`` rebuilds model and algorithm from the folder alone; nothing is pickled.
+The shipped default lives in ``ecgqa/assets/adapter-default`` (``load_adapter("default")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import ecgqa
+from ecgqa.config import from_dict, save_config
+from ecgqa.meta.algorithms import build_algorithm
+from ecgqa.meta.loop import MetaConfig
+
+DEFAULT_ADAPTER_DIR = Path(ecgqa.__file__).resolve().parent / "assets" / "adapter-default"
+
+
+class AdapterError(ValueError):
+    """The folder is not a saved adapter."""
+
+
+@dataclasses.dataclass
+class _SavedMeta:
+    meta: MetaConfig
+
+
+def save_adapter(model, algo, meta: MetaConfig, out: str | os.PathLike) -> Path:
+    """Write ``model`` (its projector = the meta-learned init) and the algorithm state."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    model.save_pretrained(out)
+    own = {k: v.detach().contiguous().cpu() for k, v in algo.state_dict().items()
+           if not k.startswith(("module.", "projector.", "head.module."))}
+    tmp = out / f".meta.{os.getpid()}.tmp"
+    save_file(own, str(tmp))
+    os.replace(tmp, out / "meta.safetensors")
+    save_config(_SavedMeta(meta), out / "meta.yaml")
+    return out
+
+
+def resolve_adapter(source: str | os.PathLike) -> Path:
+    folder = DEFAULT_ADAPTER_DIR if str(source) == "default" else Path(source).expanduser()
+    if not (folder / "meta.yaml").is_file() or not (folder / "config.yaml").is_file():
+        raise AdapterError(f"{folder}: not a saved adapter (needs config.yaml and meta.yaml, "
+                           "as written by ecgqa train-meta)")
+    return folder
+
+
+def load_meta_config(source: str | os.PathLike) -> MetaConfig:
+    import yaml
+
+    folder = resolve_adapter(source)
+    return from_dict(MetaConfig, yaml.safe_load((folder / "meta.yaml").read_text())["meta"],
+                     "meta.")
+
+
+def load_adapter(source: str | os.PathLike = "default", **llm_overrides):
+    """Rebuild ``(model, algorithm, meta_config)`` from an adapter folder (or "default")."""
+
+    from ecgqa.models.fusion import EcgQaModel
+
+    folder = resolve_adapter(source)
+    meta = load_meta_config(folder)
+    model = EcgQaModel.from_pretrained(folder, **llm_overrides)
+    algo = build_algorithm(meta.algorithm, model.projector, meta.inner_lr, meta.first_order)
+    load_algorithm_state(algo, folder)
+    return model, algo, meta
+
+
+def load_algorithm_state(algo, folder: str | os.PathLike) -> None:
+    """Load the algorithm's own tensors (Meta-SGD rates) saved beside the projector."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "meta.safetensors"
+    own = load_file(str(path)) if path.is_file() else {}
+    if own:
+        missing, unexpected = algo.load_state_dict(own, strict=False)
+        if unexpected:
+            raise AdapterError(f"{path}: tensors {', '.join(unexpected)} do not belong to "
+                               f"this algorithm")

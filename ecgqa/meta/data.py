@@ -1,0 +1,137 @@
+"""Episodes for meta-training, meta-validation and meta-testing, leak-free by construction.
+
+Classes are split once (:func:`ecgqa.qa.episodes.split_classes`): meta-training draws
+meta-train classes from the ``train`` split, meta-validation and meta-testing draw the
+held-out classes from ``valid`` and ``test``. Episode ``g`` of a phase is fully determined
+by ``(seed, g)``: its question type is ``types[g % len(types)]`` and its samples come
+from that type's sampler, so any number of processes draw the same episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecgqa.config import field
+from ecgqa.qa.ecgqa import QUESTION_TYPES, EcgQaData, load_ecgqa
+from ecgqa.qa.episodes import ClassSplit, Episode, EpisodeSampler, split_classes
+from ecgqa.qa.resolve import make_resolver
+
+
+class MetaDataError(ValueError):
+    """The data cannot give the episodes the config asks for."""
+
+
+@dataclass
+class DataConfig:
+    qa: str = field("out/synth", help="ECG-QA-schema folder: a real ECG-QA version folder or "
+                    "the output of `ecgqa data synth`")
+    records: str | None = field(None, help="records index CSV or PTB-XL/MIMIC-IV-ECG folder "
+                                "(default: <qa>/records_index.csv)")
+    synth_n_ecgs: int = field(0, help="when > 0 and `qa` does not exist yet, synthesise this "
+                              "many ECGs there first")
+    synth_seed: int = field(0, help="seed of that synthesis")
+    version: str = field("template", help="template or paraphrased questions")
+    question_types: list[str] = field([], help="question types to use (empty: every type with "
+                                      "enough classes)")
+    n_way: int = field(5, help="classes per episode")
+    k_shot: int = field(5, help="support samples per class")
+    q_query: int = field(2, help="query samples per class in meta-training")
+    test_q_query: int = field(1, help="query samples per class in meta-validation/testing")
+    holdout_by: str = field("attribute", help="meta-test classes held out by attribute or "
+                            "template")
+    test_fraction: float = field(0.3, help="fraction of attributes (templates) held out")
+    split_seed: int = field(0, help="seed of the class split")
+    eval_seed: int = field(0, help="episode seed of meta-validation and meta-testing (fixed, "
+                           "so every method is tested on the same episodes)")
+    cache_dir: str | None = field(None, help="decoded-signal cache (default $ECGQA_CACHE or "
+                                  "~/.cache/ecgqa)")
+
+
+@dataclass
+class Phase:
+    """Samplers of one phase, one per question type, and the deterministic schedule."""
+
+    name: str
+    samplers: dict[str, EpisodeSampler]
+    skipped: dict[str, str]
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self.samplers)
+
+    def episode(self, g: int) -> Episode:
+        types = self.types
+        return self.samplers[types[g % len(types)]].episode(g // len(types))
+
+    def per_type(self, qtype: str, i: int) -> Episode:
+        return self.samplers[qtype].episode(i)
+
+
+@dataclass
+class MetaData:
+    data: EcgQaData
+    classes: ClassSplit
+    train: Phase
+    valid: Phase
+    test: Phase
+    resolver: object
+
+
+def load_meta_data(cfg: DataConfig, seed: int) -> MetaData:
+    """Load the QA data, split classes and build the three phases' samplers.
+
+    Args:
+        cfg: the data section of the config.
+        seed: the meta-training episode seed (meta-validation/testing use ``cfg.eval_seed``).
+
+    Raises:
+        MetaDataError: no records index, or no question type with enough classes.
+    """
+    data = load_ecgqa(cfg.qa, version=cfg.version,
+                      question_types=cfg.question_types or None)
+    records = cfg.records or (data.root / "records_index.csv")
+    if not Path(records).exists():
+        raise MetaDataError(f"{records}: no records index; set data.records to a CSV "
+                            "(ecg_id,path) or a PTB-XL / MIMIC-IV-ECG folder")
+    resolver = make_resolver(records)
+    have = resolver.available(data.ecg_ids())
+    samples = data.select(available=have)
+    if not samples:
+        raise MetaDataError(f"{cfg.qa}: none of the questions has its ECG in {records}")
+    classes = split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                            by=cfg.holdout_by)
+    phases = {}
+    for name, allowed, q, s in (("train", classes.meta_train, cfg.q_query, seed),
+                                ("valid", classes.meta_test, cfg.test_q_query, cfg.eval_seed),
+                                ("test", classes.meta_test, cfg.test_q_query, cfg.eval_seed)):
+        phases[name] = _phase(name, samples, name, allowed, cfg, q, s)
+    if not phases["train"].samplers:
+        raise MetaDataError(f"{cfg.qa}: no question type has {cfg.n_way} meta-train classes "
+                            f"with {cfg.k_shot + cfg.q_query} samples each; use more ECGs "
+                            "(data.synth_n_ecgs) or lower data.n_way / data.k_shot")
+    return MetaData(data, classes, phases["train"], phases["valid"], phases["test"], resolver)
+
+
+def _phase(name, samples, split, allowed, cfg: DataConfig, q_query: int, seed: int) -> Phase:
+    wanted = cfg.question_types or QUESTION_TYPES
+    samplers, skipped = {}, {}
+    for qt in wanted:
+        try:
+            samplers[qt] = EpisodeSampler(samples, cfg.n_way, cfg.k_shot, q_query, qt, split,
+                                          classes=allowed, seed=seed)
+        except ValueError as err:
+            skipped[qt] = str(err)
+    return Phase(name, samplers, skipped)
+
+
+def ensure_synthetic(cfg: DataConfig) -> None:
+    """Synthesise ``cfg.qa`` when asked to and it is not there yet."""
+    if cfg.synth_n_ecgs > 0 and not Path(cfg.qa).exists():
+        from tqdm.auto import tqdm
+
+        from ecgqa.synth.dataset import write_synthetic
+
+        with tqdm(total=cfg.synth_n_ecgs, desc="synthesising ECGs", unit="ecg") as bar:
+            write_synthetic(cfg.qa, cfg.synth_n_ecgs, cfg.synth_seed,
+                            progress=lambda done, total: bar.update(done - bar.n))

@@ -1,0 +1,200 @@
+"""Inner loop, outer-loop task loss and few-shot evaluation of one episode.
+
+One meta-training task::
+
+    support, query = batches of the episode         (encoder features cached per ECG)
+    prefix = KV cache of each prompt's first piece  (computed once, reused every step)
+    learner = algo.clone()
+    for step in range(inner_steps):                 # inner loop: adapt the projector copy
+        learner.adapt(model.loss(support, prefix, projector=learner))
+    query_loss = model.loss(query, projector=learner)   # outer loss, backpropagated
+
+The LLM and encoder stay frozen and exist once in memory; only projector copies are made.
+Evaluation adapts the same way (first order: no outer gradient is needed), then scores
+the episode's answer options after the question has been read, and generates an answer
+for exact match.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecgqa.config import field
+from ecgqa.meta.algorithms import l2l
+from ecgqa.qa.collate import parse_answer
+from ecgqa.qa.episodes import Episode
+
+
+@dataclass
+class MetaConfig:
+    algorithm: str = field("fomaml", help="maml, fomaml, anil, metasgd, or supervised (the "
+                           "baseline: no inner loop in training)")
+    first_order: bool | None = field(None, help="first-order gradients for anil/metasgd "
+                                     "(None: the algorithm's own default)")
+    inner_lr: float = field(0.1, help="inner-loop SGD learning rate (Meta-SGD: initial rate)")
+    inner_steps: int = field(5, help="inner-loop steps on the support set")
+    test_inner_steps: int | None = field(None, help="adaptation steps at test time "
+                                         "(None: inner_steps)")
+    outer_lr: float = field(1e-3, help="outer-loop Adam learning rate")
+    meta_batch: int = field(2, help="tasks (episodes) per outer step, across all processes")
+    multi_step_loss: bool = field(False, help="outer loss = mean query loss after every inner "
+                                  "step (MAML++), not only the last")
+    prefix_cache: bool = field(True, help="reuse the KV cache of each prompt's first piece "
+                               "across inner steps")
+    grad_clip: float = field(1.0, help="clip the outer gradient norm (0: off)")
+
+    @property
+    def eval_steps(self) -> int:
+        return self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
+
+
+def adapt(model, learner, batch, steps: int, prefix=None,
+          first_order: bool | None = None) -> list[float]:
+    """``steps`` inner SGD steps of ``learner`` on ``batch``; returns the losses before each."""
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(batch, prefix, projector=learner)
+        learner.adapt(loss, first_order=first_order)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _prefix(model, batch, cfg: MetaConfig):
+    return model.prefix_cache(batch) if cfg.prefix_cache else None
+
+
+def is_second_order(algo: nn.Module) -> bool:
+    """Whether the outer gradient flows through the inner updates (``create_graph``)."""
+    return not algo.first_order
+
+
+def task_loss(model, algo: nn.Module, episode: Episode, signals, cfg: MetaConfig
+              ) -> tuple[torch.Tensor, dict]:
+    """Outer loss of one episode (differentiable w.r.t. the meta-parameters).
+
+    Second-order algorithms run the LLM with PyTorch's math attention kernel: the fused
+    CPU/flash kernels have no double backward, whatever ``attn_implementation`` says.
+
+    Returns:
+        (query loss, {"support_loss": before adaptation, "last_support_loss": before the
+        last inner step, "query_loss": after adaptation}).
+    """
+    if is_second_order(algo):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            return _task_loss(model, algo, episode, signals, cfg)
+    return _task_loss(model, algo, episode, signals, cfg)
+
+
+def _task_loss(model, algo, episode, signals, cfg):
+    if not getattr(algo, "adapts_in_training", True):          # supervised baseline
+        both = model.make_batch(list(episode.support) + list(episode.query), signals)
+        loss = model.loss(both, _prefix(model, both, cfg))
+        value = float(loss.detach())
+        return loss, {"support_loss": value, "last_support_loss": value, "query_loss": value}
+    support = model.make_batch(episode.support, signals)
+    query = model.make_batch(episode.query, signals)
+    sp, qp = _prefix(model, support, cfg), _prefix(model, query, cfg)
+    learner = algo.clone()
+    support_losses, query_losses = [], []
+    for step in range(cfg.inner_steps):
+        loss = model.loss(support, sp, projector=learner)
+        learner.adapt(loss)
+        support_losses.append(float(loss.detach()))
+        if cfg.multi_step_loss and step < cfg.inner_steps - 1:
+            query_losses.append(model.loss(query, qp, projector=learner))
+    query_losses.append(model.loss(query, qp, projector=learner))
+    outer = torch.stack(query_losses).mean()
+    last = float(query_losses[-1].detach())
+    return outer, {"support_loss": support_losses[0] if support_losses else last,
+                   "last_support_loss": support_losses[-1] if support_losses else last,
+                   "query_loss": last}
+
+
+def learner_for_test_time(algo: nn.Module) -> nn.Module:
+    """A fresh copy to adapt at test time: the algorithm's own clone, or, for the
+    supervised baseline, plain SGD on a copy of its projector at its inner rate."""
+    if getattr(algo, "adapts_in_training", True):
+        return algo.clone()
+    return l2l.algorithms.MAML(algo.projector, lr=algo.lr, first_order=True).clone()
+
+
+def query_options(episode: Episode, query) -> list[tuple[str, ...]]:
+    """The candidate answers of one query (sorted): the answers the support set shows for
+    the query's template (its question form), or for the whole episode if none is there.
+
+    This is the N-way choice of the episode, the same for every method compared (the
+    prototypical network of ``eval/meta_compare.py`` picks among the same answers); the
+    truth is never looked at.
+    """
+    pool = [s for s in episode.support if s.template_id == query.template_id] \
+        or list(episode.support)
+    return sorted({tuple(sorted(s.answer)) for s in pool})
+
+
+@dataclass
+class QueryResult:
+    question_type: str
+    truth: tuple[str, ...]
+    options: list[tuple[str, ...]]
+    probs: list[float]
+    option_correct: bool
+    generated: str | None
+    exact_match: bool | None
+
+
+def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: int,
+                     prefix_cache: bool = True, generate: bool = True,
+                     vocab=None) -> list[QueryResult]:
+    """Adapt on the support set (first order), then answer every query.
+
+    Scores are honest: options (:func:`query_options`) are scored after the whole prompt
+    (question and ECG) has been read, and the exact match compares the generated answer,
+    parsed into the answer terms of ``vocab`` (an AnswerVocab) and the options, with the
+    truth.
+    """
+    support = model.make_batch(episode.support, signals)
+    learner = learner_for_test_time(algo)
+    with torch.enable_grad():
+        prefix = model.prefix_cache(support) if prefix_cache and steps else None
+        adapt(model, learner, support, steps, prefix, first_order=True)
+    query = model.make_batch(episode.query, signals, with_answers=False)
+    options = [query_options(episode, q) for q in episode.query]
+    terms = sorted({t for opts in options for o in opts for t in o}
+                   | set(vocab.answers if vocab is not None else ()))
+    with torch.no_grad():
+        scores = model.score_options(query, [[list(o) for o in opts] for opts in options],
+                                     projector=learner)
+        out = []
+        for b, s in enumerate(episode.query):
+            truth = tuple(sorted(s.answer))
+            probs = scores.probs[b, : len(options[b])].tolist()
+            text = model.generate(query, b, projector=learner) if generate else None
+            exact = None if text is None else answer_matches(text, truth, terms)
+            out.append(QueryResult(s.question_type, truth, options[b], probs,
+                                   options[b][int(np.argmax(probs))] == truth, text, exact))
+    return out
+
+
+def answer_matches(text: str, truth: Sequence[str], vocabulary: Sequence[str]) -> bool:
+    """Exact match: the generated text names exactly the true answer terms."""
+    terms = sorted(set(vocabulary) | set(truth))
+    got = parse_answer(text, terms)
+    return got is not None and got == frozenset(truth)
+
+
+def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% confidence interval."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), math.nan
+    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(len(x)))

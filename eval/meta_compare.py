@@ -1,0 +1,219 @@
+"""Benchmark: does meta-training help? Few-shot accuracy on held-out classes, with baselines.
+
+    .venv/bin/python eval/meta_compare.py --runs fomaml=out/meta-default \\
+        supervised=out/meta-supervised --episodes 200 --out docs/meta-results
+
+Every method is tested on the same meta-test episodes (held-out classes, ``test`` split,
+fixed episode seed): each adapter is adapted on the support set with its own inner loop
+(the supervised baseline: plain SGD at its inner rate, the same number of steps), then
+
+- option accuracy: the highest-probability answer among those the support set shows,
+  scored after the whole prompt (question and ECG) has been read;
+- exact match: the greedy generated answer, parsed into answer terms, equals the truth.
+
+Baselines on the same episodes (option accuracy only; they cannot generate text):
+
+- prototypical network on the same frozen encoder features: one prototype per answer
+  among the support samples of the query's template (mean-pooled encoder tokens, the two
+  ECGs concatenated for comparison questions), the nearest one answers;
+- support majority: the most frequent support answer to the query's question (template
+  and attribute), which never looks at an ECG. Episodes are N-way over (template,
+  attribute, answer) classes, so the support set often shows one answer per question;
+  this baseline measures how much of a score that structure alone gives.
+
+95% confidence intervals are over episodes; the paired difference of each method from the
+first is over the same episodes. Writes ``OUT.json`` and ``OUT.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ecgqa.config import from_dict
+from ecgqa.meta.adapter import load_adapter
+from ecgqa.meta.data import DataConfig, load_meta_data
+from ecgqa.meta.loop import evaluate_episode, mean_ci
+from ecgqa.meta.trainer import episode_record
+from ecgqa.qa.episodes import class_key
+
+
+def _run_config(run: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def _jobs(phase, episodes: int) -> list[tuple[str, int]]:
+    per = math.ceil(episodes / len(phase.types))
+    return [(qt, i) for qt in phase.types for i in range(per)]
+
+
+def evaluate_adapter(run: Path, data, jobs, generate: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    model, algo, meta = load_adapter(run / "adapter")
+    signals = model.signal_cache(data.resolver)
+    out = []
+    for qt, i in tqdm(jobs, desc=run.name, unit="episode"):
+        ep = data.test.per_type(qt, i)
+        t = time.perf_counter()
+        res = evaluate_episode(model, algo, ep, signals, meta.eval_steps, meta.prefix_cache,
+                               generate=generate, vocab=data.data.vocab)
+        out.append(episode_record(ep, res, time.perf_counter() - t))
+    del model, algo
+    return out
+
+
+def _pooled(model, signals, sample) -> torch.Tensor:
+    batch = model.make_batch([sample], signals, with_answers=False)
+    return batch.feats.mean(dim=1).reshape(-1)                      # (n_ecgs * d_enc,)
+
+
+def _same_question(support, query, level: int):
+    """Support samples asking the query's question: level 2 = same template and attribute,
+    1 = same template, 0 = any."""
+    keys = [class_key(s)[:level] for s in support]
+    want = class_key(query)[:level]
+    return [s for s, k in zip(support, keys) if k == want]
+
+
+def _nearest_support(support, query, min_answers: int):
+    for level in (2, 1, 0):
+        pool = _same_question(support, query, level)
+        if len({tuple(sorted(s.answer)) for s in pool}) >= min_answers:
+            return pool
+    return list(support)
+
+
+def evaluate_protonet(run: Path, data, jobs) -> list[dict]:
+    """Nearest answer prototype on frozen, mean-pooled encoder features, among the support
+    samples of the query's template (answers pooled over attributes, so the class layout of
+    the episode cannot give the answer away)."""
+    from ecgqa.models.fusion import EcgQaModel
+
+    model = EcgQaModel.from_pretrained(run / "adapter")
+    signals = model.signal_cache(data.resolver)
+    out = []
+    for qt, i in jobs:
+        ep = data.test.per_type(qt, i)
+        t = time.perf_counter()
+        correct = 0
+        for q in ep.query:
+            pool = [s for s in ep.support if s.template_id == q.template_id] or list(ep.support)
+            protos: dict = {}
+            for s in pool:
+                protos.setdefault(tuple(sorted(s.answer)), []).append(_pooled(model, signals, s))
+            answers = sorted(protos)
+            centres = torch.stack([torch.stack(protos[a]).mean(0) for a in answers])
+            d = torch.cdist(_pooled(model, signals, q)[None], centres)[0]
+            correct += answers[int(d.argmin())] == tuple(sorted(q.answer))
+        out.append(_record(qt, ep, correct, t))
+    return out
+
+
+def evaluate_majority(data, jobs) -> list[dict]:
+    """The most frequent answer among the support samples asking the query's question
+    (template and attribute; else template; else the episode); it never sees an ECG."""
+    out = []
+    for qt, i in jobs:
+        ep = data.test.per_type(qt, i)
+        t = time.perf_counter()
+        correct = 0
+        for q in ep.query:
+            pool = _nearest_support(ep.support, q, 1)
+            counts: dict = {}
+            for s in pool:
+                a = tuple(sorted(s.answer))
+                counts[a] = counts.get(a, 0) + 1
+            pred = min(counts, key=lambda a: (-counts[a], a))
+            correct += pred == tuple(sorted(q.answer))
+        out.append(_record(qt, ep, correct, t))
+    return out
+
+
+def _record(qt, ep, correct, t0) -> dict:
+    return {"question_type": qt, "index": ep.index, "option_accuracy": correct / len(ep.query),
+            "exact_match": None, "seconds": time.perf_counter() - t0, "queries": len(ep.query)}
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    names = list(results)
+    types = sorted({r["question_type"] for r in results[names[0]]})
+    lines = ["| method | question type | episodes | option accuracy | exact match | "
+             f"option acc. − {names[0]} (paired) | s/episode |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        for qt in [*types, "all"]:
+            rs = [r for r in results[name] if qt == "all" or r["question_type"] == qt]
+            base = [r for r in results[names[0]] if qt == "all" or r["question_type"] == qt]
+            acc = mean_ci([r["option_accuracy"] for r in rs])
+            em = [r["exact_match"] for r in rs if r["exact_match"] is not None]
+            diff = mean_ci([a["option_accuracy"] - b["option_accuracy"]
+                            for a, b in zip(rs, base)]) if name != names[0] else None
+            lines.append(
+                f"| {name} | {qt} | {len(rs)} | {_fmt(acc)} | {_fmt(mean_ci(em)) if em else '-'} "
+                f"| {_fmt(diff, signed=True) if diff else '-'} | "
+                f"{sum(r['seconds'] for r in rs) / len(rs):.2f} |")
+    return "\n".join(lines)
+
+
+def _fmt(mc, signed: bool = False) -> str:
+    mean, ci = mc
+    return f"{mean:+.3f} ± {ci:.3f}" if signed else f"{mean:.3f} ± {ci:.3f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR of train-meta runs "
+                    "(each with config.yaml and adapter/); the first is the reference")
+    ap.add_argument("--episodes", type=int, default=200, help="meta-test episodes (split evenly "
+                    "over the question types with meta-test classes)")
+    ap.add_argument("--no-generate", action="store_true", help="skip exact match (faster)")
+    ap.add_argument("--no-protonet", action="store_true", help="skip the prototypical network")
+    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    args = ap.parse_args()
+    runs = dict(item.split("=", 1) for item in args.runs)
+    configs = {n: _run_config(Path(r)) for n, r in runs.items()}
+    first = next(iter(configs.values()))
+    for n, c in configs.items():
+        if c["data"] != first["data"]:
+            raise SystemExit(f"meta_compare: {n} was trained on other data or another class "
+                             "split; compare runs with the same data section")
+    data_cfg = from_dict(DataConfig, first["data"], "data.")
+    data = load_meta_data(data_cfg, seed=0)
+    jobs = _jobs(data.test, args.episodes)
+    print(f"{len(jobs)} meta-test episodes over {', '.join(data.test.types)}; "
+          f"{data_cfg.n_way}-way {data_cfg.k_shot}-shot, {data_cfg.test_q_query} query per class")
+    results = {}
+    for name, run in runs.items():
+        results[name] = evaluate_adapter(Path(run), data, jobs, not args.no_generate)
+        print(f"{name}: done; peak RSS {_rss_gb():.2f} GB", flush=True)
+    if not args.no_protonet:
+        results["protonet"] = evaluate_protonet(Path(next(iter(runs.values()))), data, jobs)
+    results["support majority (no ECG)"] = evaluate_majority(data, jobs)
+    text = table(results)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(
+            {"runs": runs, "data": dataclasses.asdict(data_cfg), "episodes": len(jobs),
+             "results": results}, indent=1))
+        out.with_suffix(".md").write_text(text + "\n")
+    return 0
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+if __name__ == "__main__":
+    sys.exit(main())

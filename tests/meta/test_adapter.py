@@ -1,0 +1,41 @@
+"""The shipped meta-trained adapter, on the embedded Gemma 3 270M (really loaded)."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+
+from ecgqa.meta.adapter import DEFAULT_ADAPTER_DIR, AdapterError, load_adapter
+from ecgqa.meta.data import DataConfig, load_meta_data
+from ecgqa.meta.loop import adapt, evaluate_episode, learner_for_test_time
+
+
+def test_the_shipped_adapter_adapts_on_a_support_set_and_answers(synth_qa, signal_cache_dir):
+    model, algo, meta = load_adapter("default")
+    saved = load_file(str(DEFAULT_ADAPTER_DIR / "projector.safetensors"))
+    for k, v in model.projector.state_dict().items():
+        assert torch.equal(v, saved[k])
+    assert type(model.llm).__name__ == "Gemma3ForCausalLM" and meta.inner_steps >= 1
+    data = load_meta_data(DataConfig(qa=str(synth_qa), question_types=["single-verify"],
+                                     n_way=2, k_shot=3, q_query=1, cache_dir=str(
+                                         signal_cache_dir)), seed=0)
+    signals = model.signal_cache(data.resolver, signal_cache_dir)
+    episode = data.test.per_type("single-verify", 0)
+    support = model.make_batch(episode.support, signals)
+    learner = learner_for_test_time(algo)
+    losses = adapt(model, learner, support, meta.eval_steps, model.prefix_cache(support),
+                   first_order=True)
+    with torch.no_grad():
+        after = float(model.loss(support, projector=learner))
+    assert after < 0.5 * losses[0], (losses, after)    # the meta-learned init adapts fast
+    results = evaluate_episode(model, algo, episode, signals, meta.eval_steps,
+                               vocab=data.data.vocab)
+    for r in results:
+        assert abs(sum(r.probs) - 1) < 1e-4 and isinstance(r.generated, str)
+
+
+def test_a_folder_that_is_not_an_adapter_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(AdapterError, match="not a saved adapter"):
+        load_adapter(tmp_path)

@@ -1,0 +1,243 @@
+"""The meta-training recipe on the tiny config: a complete run, 2 processes = 1 process,
+kill-and-resume = uninterrupted, no meta-test class in meta-training, trackers, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ecgqa.meta.adapter import load_adapter
+from ecgqa.meta.trainer import MetaTrainer, make_accelerator
+from ecgqa.models.fusion import EcgQaModel
+from ecgqa.qa.episodes import class_key
+from tests.meta.conftest import ROOT, TINY, tiny_config, tiny_overrides
+
+SCRIPT = ROOT / "ecgqa" / "train_meta.py"
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WANDB_"))}
+    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
+    return env
+
+
+def _script(qa, out, cache, *extra, launcher=None, **popen):
+    cmd = [*(launcher or [sys.executable]), str(SCRIPT), "--config", str(TINY),
+           *tiny_overrides(qa, out, cache, *extra)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, **popen)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tiny_config_runs_a_complete_meta_training(synth_qa, signal_cache_dir, tmp_path):
+    out = tmp_path / "run"
+    t = time.perf_counter()
+    res = _script(synth_qa, out, signal_cache_dir, "train.test_episodes=3")
+    seconds = time.perf_counter() - t
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "meta-test" in res.stdout and "single-verify" in res.stdout
+    for name in ("config.yaml", "adapter/config.yaml", "adapter/projector.safetensors",
+                 "adapter/meta.yaml", "test_results.json", "checkpoints/latest"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "test_results.json").read_text())
+    row = results["per_type"]["single-verify"]
+    assert row["episodes"] == 3
+    assert 0.0 <= row["option_accuracy"] <= 1.0 and 0.0 <= row["exact_match"] <= 1.0
+    # the adapter rebuilds the model from its folder alone, with the trained projector
+    model, algo, meta = load_adapter(out / "adapter")
+    saved = load_file(str(out / "adapter" / "projector.safetensors"))
+    for k, v in model.projector.state_dict().items():
+        assert torch.equal(v, saved[k])
+    assert meta.algorithm == "fomaml" and meta.inner_steps == 2
+    print(f"tiny meta-training, complete run: {seconds:.1f} s")
+
+
+def test_two_cpu_processes_give_the_same_result_as_one(synth_qa, signal_cache_dir, tmp_path):
+    common = ("train.steps=3", "train.test_episodes=0", "train.eval_every=0",
+              "train.save_every=0", "meta.meta_batch=4")
+    one = _script(synth_qa, tmp_path / "one", signal_cache_dir, *common)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    cmd = [*launcher, str(SCRIPT), "--config", str(TINY),
+           *tiny_overrides(synth_qa, tmp_path / "two", signal_cache_dir, *common)]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env=_env(ACCELERATE_USE_CPU="1"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    # compare what the projectors compute: MultiheadAttention's key bias has an identically
+    # zero gradient (softmax ignores a per-query constant), so Adam turns its rounding noise
+    # into arbitrary lr-sized steps that change no output
+    a = EcgQaModel.from_pretrained(tmp_path / "one" / "adapter").projector
+    b = EcgQaModel.from_pretrained(tmp_path / "two" / "adapter").projector
+    init = _initial_projector(synth_qa, signal_cache_dir, tmp_path)
+    feats = torch.randn(8, 5, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_a, out_b, out_0 = a(feats), b(feats), init(feats)
+    assert (out_a - out_0).abs().max() > 1e-2           # training did change the projector
+    torch.testing.assert_close(out_b, out_a, rtol=1e-4, atol=1e-5)
+    h1 = _history(tmp_path / "one")
+    h2 = _history(tmp_path / "two")
+    assert len(h1) == len(h2) == 3
+    for x, y in zip(h1, h2):
+        assert y["query_loss"] == pytest.approx(x["query_loss"], rel=1e-5)
+
+
+def _initial_projector(qa, cache, tmp_path):
+    cfg = tiny_config(qa, tmp_path / "init", cache, "train.steps=1")
+    return MetaTrainer(cfg, make_accelerator(cfg)).setup().model.projector
+
+
+def _history(out: Path) -> list[dict]:
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    return json.loads((out / "checkpoints" / latest / "state.json").read_text())["history"]
+
+
+def test_kill_and_resume_reaches_the_same_final_loss(synth_qa, signal_cache_dir, tmp_path):
+    steps = ("train.steps=24", "train.save_every=2", "train.test_episodes=0",
+             "train.eval_every=0")
+    full = _script(synth_qa, tmp_path / "full", signal_cache_dir, *steps)
+    assert full.returncode == 0, full.stderr[-2000:]
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(SCRIPT), "--config", str(TINY),
+           *tiny_overrides(synth_qa, out, signal_cache_dir, *steps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env())
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and int(latest.read_text().strip().split("-")[1]) >= 4:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = int(latest.read_text().strip().split("-")[1])
+    assert killed_at < 24
+    resumed = _script(synth_qa, out, signal_cache_dir, *steps, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _history(tmp_path / "full"), _history(out)
+    assert len(a) == len(b) == 24
+    assert b[-1]["query_loss"] == pytest.approx(a[-1]["query_loss"], rel=1e-6, abs=1e-7)
+    pa = load_file(str(tmp_path / "full" / "adapter" / "projector.safetensors"))
+    pb = load_file(str(out / "adapter" / "projector.safetensors"))
+    for k in pa:
+        torch.testing.assert_close(pb[k], pa[k], rtol=1e-6, atol=1e-7)
+
+
+def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_dir, tmp_path,
+                                                         monkeypatch):
+    import ecgqa.meta.trainer as trainer_mod
+
+    seen = []
+    real_task_loss = trainer_mod.task_loss
+
+    def spy(model, algo, episode, signals, cfg):
+        seen.append(episode)
+        return real_task_loss(model, algo, episode, signals, cfg)
+
+    monkeypatch.setattr(trainer_mod, "task_loss", spy)
+    cfg = tiny_config(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=5",
+                      "meta.meta_batch=3", "train.eval_every=0")
+    trainer = MetaTrainer(cfg, make_accelerator(cfg)).setup()
+    trainer.train()
+    assert len(seen) == 15
+    split = trainer.data.classes
+    held_out = set(split.test_units)
+    test_samples = [s for qt in trainer.data.test.types for i in range(5)
+                    for ep in [trainer.data.test.per_type(qt, i)]
+                    for s in ep.support + ep.query]
+    train_records = set()
+    for ep in seen:
+        for s in ep.support + ep.query:
+            assert class_key(s) in split.meta_train and class_key(s) not in split.meta_test
+            assert not set(s.attribute or ()) & held_out
+            assert s.split == "train"
+            train_records |= set(s.ecg_ids)
+        assert not ep.records("support") & ep.records("query")
+    assert test_samples
+    for s in test_samples:
+        assert class_key(s) in split.meta_test and s.split == "test"
+        assert not set(s.ecg_ids) & train_records      # patient-level splits
+
+
+def test_wandb_logs_offline_by_default(synth_qa, signal_cache_dir, tmp_path, monkeypatch):
+    for k in list(os.environ):
+        if k.startswith("WANDB_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path))         # no ~/.netrc: not logged in
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    cfg = tiny_config(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=2",
+                      "train.report_to=wandb", "train.eval_every=0")
+    trainer = MetaTrainer(cfg, make_accelerator(cfg)).setup()
+    trainer.train()
+    trainer.finish()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert runs, list((tmp_path / "run").rglob("*"))[:20]
+
+
+def test_a_run_starts_from_a_saved_adapter(synth_qa, signal_cache_dir, tmp_path):
+    cfg = tiny_config(synth_qa, tmp_path / "a", signal_cache_dir, "train.steps=2",
+                      "train.eval_every=0")
+    first = MetaTrainer(cfg, make_accelerator(cfg)).setup()
+    first.train()
+    folder = first.finish()
+    cfg2 = tiny_config(synth_qa, tmp_path / "b", signal_cache_dir, f"train.init={folder}",
+                       "train.seed=7")
+    second = MetaTrainer(cfg2, make_accelerator(cfg2)).setup()
+    for k, v in first.model.projector.state_dict().items():
+        assert torch.equal(second.model.projector.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["meta.algorithm=reptile"], "meta.algorithm 'reptile'"),
+    (["meta.inner_lr=-1"], "must be > 0"),
+    (["data.qa=/nonexistent/qa", "data.synth_n_ecgs=0"], "/nonexistent/qa"),
+    (["train.report_to=mlflow"], "train.report_to 'mlflow'"),
+    (["data.n_way=50"], "no question type has 50 meta-train classes"),
+])
+def test_bad_runs_fail_with_one_line(synth_qa, signal_cache_dir, tmp_path, extra, message):
+    res = _script(synth_qa, tmp_path / "bad", signal_cache_dir, *extra)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr[-1500:]
+    assert not (tmp_path / "bad" / "adapter").exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(synth_qa, signal_cache_dir, tmp_path):
+    first = _script(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=2",
+                    "train.test_episodes=0", "train.eval_every=0")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _script(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=2")
+    assert again.returncode == 2 and "train.resume=true" in again.stderr
+    changed = _script(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=2",
+                      "meta.inner_lr=0.5", "--resume")
+    assert changed.returncode == 2 and "meta section differs" in changed.stderr
+
+
+def test_the_ecgqa_command_runs_the_same_recipe(capsys):
+    from ecgqa.cli import main
+
+    assert main(["train-meta", "--help-config"]) == 0
+    keys = capsys.readouterr().out
+    for key in ("meta.algorithm", "meta.inner_lr", "data.k_shot", "train.resume",
+                "model.llm.quantization"):
+        assert f"  {key} (" in keys
+    assert main(["train-meta", "--config", str(TINY), "--meta.algorithm", "bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecgqa: error: meta.algorithm 'bogus'")
