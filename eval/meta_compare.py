@@ -149,7 +149,8 @@ def table(results: dict[str, list[dict]]) -> str:
     names = list(results)
     types = sorted({r["question_type"] for r in results[names[0]]})
     lines = ["| method | question type | episodes | option accuracy | exact match | "
-             f"option acc. − {names[0]} (paired) | s/episode |", "|---|---|---|---|---|---|---|"]
+             f"option acc. − {names[0]} (paired) | exact match − {names[0]} (paired) "
+             "| s/episode |", "|---|---|---|---|---|---|---|---|"]
     for name in names:
         for qt in [*types, "all"]:
             rs = [r for r in results[name] if qt == "all" or r["question_type"] == qt]
@@ -158,9 +159,14 @@ def table(results: dict[str, list[dict]]) -> str:
             em = [r["exact_match"] for r in rs if r["exact_match"] is not None]
             diff = mean_ci([a["option_accuracy"] - b["option_accuracy"]
                             for a, b in zip(rs, base)]) if name != names[0] else None
+            em_pairs = [(a["exact_match"], b["exact_match"]) for a, b in zip(rs, base)
+                        if a["exact_match"] is not None and b["exact_match"] is not None]
+            em_diff = mean_ci([a - b for a, b in em_pairs]) \
+                if name != names[0] and em_pairs else None
             lines.append(
                 f"| {name} | {qt} | {len(rs)} | {_fmt(acc)} | {_fmt(mean_ci(em)) if em else '-'} "
-                f"| {_fmt(diff, signed=True) if diff else '-'} | "
+                f"| {_fmt(diff, signed=True) if diff else '-'} "
+                f"| {_fmt(em_diff, signed=True) if em_diff else '-'} | "
                 f"{sum(r['seconds'] for r in rs) / len(rs):.2f} |")
     return "\n".join(lines)
 
@@ -172,14 +178,21 @@ def _fmt(mc, signed: bool = False) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR of train-meta runs "
+    ap.add_argument("--runs", nargs="+", help="NAME=RUN_DIR of train-meta runs "
                     "(each with config.yaml and adapter/); the first is the reference")
+    ap.add_argument("--table-from", default=None, help="print the table of an OUT.json written "
+                    "earlier, without evaluating")
     ap.add_argument("--episodes", type=int, default=200, help="meta-test episodes (split evenly "
                     "over the question types with meta-test classes)")
     ap.add_argument("--no-generate", action="store_true", help="skip exact match (faster)")
     ap.add_argument("--no-protonet", action="store_true", help="skip the prototypical network")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args()
+    if args.table_from:
+        print(table(json.loads(Path(args.table_from).read_text())["results"]))
+        return 0
+    if not args.runs:
+        ap.error("give --runs NAME=RUN_DIR ... (or --table-from OUT.json)")
     runs = dict(item.split("=", 1) for item in args.runs)
     configs = {n: _run_config(Path(r)) for n, r in runs.items()}
     first = next(iter(configs.values()))
