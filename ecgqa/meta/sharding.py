@@ -15,8 +15,14 @@ stays replicated, and the trainer sums its gradients as before. Units::
 directly (not ``llm.forward``); each is a unit, so each call unshards what it needs.
 
 FSDP is SPMD: every process must call the units the same number of times in the same
-order, or the collectives pair up wrongly and the run hangs. The trainer keeps that so
-(the same number of equally shaped episodes on every process, ``generate`` synced).
+order, or the collectives pair up wrongly (gloo aborts: "Is there a distributed collective
+mismatch", NCCL hangs). The call sequence depends only on the episode's size (every
+episode has the same number of support and query samples), not on its prompts: the
+fusion model embeds a batch's text in one call whatever the number of pieces and ECGs,
+the trainer gives every process the same number of episodes, and ``generate`` runs
+synced (``synced_gpus``) until every process is done. Tensor shapes may differ.
+Second-order meta-gradients (double backward) do not work: the graph of the inner
+gradient holds LLM weights that FSDP has freed again (torch 2.14: a segfault).
 """
 
 from __future__ import annotations
