@@ -34,6 +34,7 @@ import math
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -41,7 +42,7 @@ import torch
 from ecgqa.config import from_dict
 from ecgqa.meta.adapter import load_adapter
 from ecgqa.meta.data import DataConfig, load_meta_data
-from ecgqa.meta.loop import evaluate_episode, mean_ci
+from ecgqa.meta.loop import evaluate_episode, mean_ci, template_pool
 from ecgqa.meta.trainer import episode_record
 from ecgqa.qa.episodes import class_key
 
@@ -78,71 +79,58 @@ def _pooled(model, signals, sample) -> torch.Tensor:
     return batch.feats.mean(dim=1).reshape(-1)                      # (n_ecgs * d_enc,)
 
 
-def _same_question(support, query, level: int):
-    """Support samples asking the query's question: level 2 = same template and attribute,
-    1 = same template, 0 = any."""
-    keys = [class_key(s)[:level] for s in support]
-    want = class_key(query)[:level]
-    return [s for s, k in zip(support, keys) if k == want]
-
-
-def _nearest_support(support, query, min_answers: int):
-    for level in (2, 1, 0):
-        pool = _same_question(support, query, level)
-        if len({tuple(sorted(s.answer)) for s in pool}) >= min_answers:
+def _question_pool(support, query) -> list:
+    """Support samples asking the query's question: the same template and attribute, else
+    the same template, else all of them."""
+    for level in (2, 1):
+        pool = [s for s in support if class_key(s)[:level] == class_key(query)[:level]]
+        if pool:
             return pool
     return list(support)
+
+
+def _evaluate_baseline(data, jobs, predict) -> list[dict]:
+    """Option accuracy of ``predict(episode, query) -> answer tuple`` on every episode."""
+    out = []
+    for qt, i in jobs:
+        ep = data.test.per_type(qt, i)
+        t = time.perf_counter()
+        correct = sum(predict(ep, q) == tuple(sorted(q.answer)) for q in ep.query)
+        out.append({"question_type": qt, "index": ep.index,
+                    "option_accuracy": correct / len(ep.query), "exact_match": None,
+                    "seconds": time.perf_counter() - t, "queries": len(ep.query)})
+    return out
 
 
 def evaluate_protonet(run: Path, data, jobs) -> list[dict]:
     """Nearest answer prototype on frozen, mean-pooled encoder features, among the support
     samples of the query's template (answers pooled over attributes, so the class layout of
-    the episode cannot give the answer away)."""
+    the episode cannot give the answer away); the candidates of the LLM's option scoring."""
     from ecgqa.models.fusion import EcgQaModel
 
     model = EcgQaModel.from_pretrained(run / "adapter")
     signals = model.signal_cache(data.resolver)
-    out = []
-    for qt, i in jobs:
-        ep = data.test.per_type(qt, i)
-        t = time.perf_counter()
-        correct = 0
-        for q in ep.query:
-            pool = [s for s in ep.support if s.template_id == q.template_id] or list(ep.support)
-            protos: dict = {}
-            for s in pool:
-                protos.setdefault(tuple(sorted(s.answer)), []).append(_pooled(model, signals, s))
-            answers = sorted(protos)
-            centres = torch.stack([torch.stack(protos[a]).mean(0) for a in answers])
-            d = torch.cdist(_pooled(model, signals, q)[None], centres)[0]
-            correct += answers[int(d.argmin())] == tuple(sorted(q.answer))
-        out.append(_record(qt, ep, correct, t))
-    return out
+
+    def predict(ep, q):
+        protos: dict = {}
+        for s in template_pool(ep, q):
+            protos.setdefault(tuple(sorted(s.answer)), []).append(_pooled(model, signals, s))
+        answers = sorted(protos)
+        centres = torch.stack([torch.stack(protos[a]).mean(0) for a in answers])
+        d = torch.cdist(_pooled(model, signals, q)[None], centres)[0]
+        return answers[int(d.argmin())]
+
+    return _evaluate_baseline(data, jobs, predict)
 
 
 def evaluate_majority(data, jobs) -> list[dict]:
     """The most frequent answer among the support samples asking the query's question
     (template and attribute; else template; else the episode); it never sees an ECG."""
-    out = []
-    for qt, i in jobs:
-        ep = data.test.per_type(qt, i)
-        t = time.perf_counter()
-        correct = 0
-        for q in ep.query:
-            pool = _nearest_support(ep.support, q, 1)
-            counts: dict = {}
-            for s in pool:
-                a = tuple(sorted(s.answer))
-                counts[a] = counts.get(a, 0) + 1
-            pred = min(counts, key=lambda a: (-counts[a], a))
-            correct += pred == tuple(sorted(q.answer))
-        out.append(_record(qt, ep, correct, t))
-    return out
+    def predict(ep, q):
+        counts = Counter(tuple(sorted(s.answer)) for s in _question_pool(ep.support, q))
+        return min(counts, key=lambda a: (-counts[a], a))
 
-
-def _record(qt, ep, correct, t0) -> dict:
-    return {"question_type": qt, "index": ep.index, "option_accuracy": correct / len(ep.query),
-            "exact_match": None, "seconds": time.perf_counter() - t0, "queries": len(ep.query)}
+    return _evaluate_baseline(data, jobs, predict)
 
 
 def table(results: dict[str, list[dict]]) -> str:

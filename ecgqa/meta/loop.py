@@ -134,9 +134,13 @@ def query_options(episode: Episode, query) -> list[tuple[str, ...]]:
     prototypical network of ``eval/meta_compare.py`` picks among the same answers); the
     truth is never looked at.
     """
-    pool = [s for s in episode.support if s.template_id == query.template_id] \
+    return sorted({tuple(sorted(s.answer)) for s in template_pool(episode, query)})
+
+
+def template_pool(episode: Episode, query) -> list:
+    """The support samples of the query's template, or the whole support set if none."""
+    return [s for s in episode.support if s.template_id == query.template_id] \
         or list(episode.support)
-    return sorted({tuple(sorted(s.answer)) for s in pool})
 
 
 @dataclass

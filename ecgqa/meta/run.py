@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.help_config:
         print("config keys (default): help\n" + "\n".join(config_help(TrainMetaConfig)))
         return 0
-    overrides = _split_overrides(args.overrides)
+    overrides = list(args.overrides)
     if args.resume:
         overrides.append("train.resume=true")
     if args.report_to:
@@ -86,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{folder}: adapter after {trainer.step} steps"
               + (f"; last query loss {last['query_loss']:.4f}" if last else ""), flush=True)
     return 0
-
-
-def _split_overrides(items: Sequence[str]) -> list[str]:
-    return list(items)
 
 
 OWN_VALUED = ("--config", "--report-to")
