@@ -271,7 +271,56 @@ def build_parser() -> argparse.ArgumentParser:
                        description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=cmd_train_meta)
+    _add_chat_parser(sub)
     return parser
+
+
+def _add_chat_parser(sub) -> None:
+    from ecgqa.chat import DEFAULT_MAX_SHOTS, DEFAULT_THRESHOLD
+
+    p = sub.add_parser("chat", help="ask questions about a real ECG (REPL or one question)",
+                       description="Load one ECG record (two to compare), print its leads, "
+                       "rate, duration, heart rate and intervals, then answer questions typed "
+                       "at the prompt with a meta-trained adapter. Yes/no, 'which ..., A or "
+                       "B?' and ECG-QA template questions show the probability of each option "
+                       "(\"not sure\" below --threshold); other questions are answered in "
+                       "generated text, streamed. Commands: /plot, /leads I,II, /summary, "
+                       "/help, /quit. Research software, not a medical device.")
+    p.add_argument("--ecg", action="append", required=True, metavar="RECORD",
+                   help="ECG record (x.hea, x.mat, x.dat or bare name x); give it twice, "
+                   "--ecg FIRST --ecg SECOND, for comparison questions")
+    p.add_argument("--adapter", default="default", metavar="DIR",
+                   help="adapter folder written by ecgqa train-meta (default: the shipped one)")
+    p.add_argument("--question", default=None, metavar="TEXT",
+                   help="answer this one question and exit instead of starting the REPL")
+    p.add_argument("--json", action="store_true", help="with --question: print one JSON "
+                   "object {answer, options [{text, prob}], confidence, record, adapter, ...}")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="answer 'not sure' when the best option's probability is below P "
+                   f"(default {DEFAULT_THRESHOLD})")
+    p.add_argument("--leads", default=None, metavar="LIST",
+                   help="let the model see only these leads, e.g. 'I,II' or 'limb' "
+                   "(default: all; /leads in the REPL)")
+    p.add_argument("--shots", default=None, metavar="FILE",
+                   help="ECG-QA-schema examples (a JSON shard or a dataset folder) to adapt "
+                   "the projector on before answering (few-shot personalisation)")
+    p.add_argument("--records", default=None, metavar="INDEX",
+                   help="where the --shots ECGs are: records index CSV, PTB-XL or MIMIC-IV-ECG "
+                   "folder (default: records_index.csv beside the --shots file or above)")
+    p.add_argument("--max-shots", type=int, default=DEFAULT_MAX_SHOTS, metavar="N",
+                   help=f"adapt on at most the first N --shots examples (default "
+                   f"{DEFAULT_MAX_SHOTS})")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Questions about one or two ECG records (ecgqa.chat)."""
+    from ecgqa.chat import ChatError, run
+
+    try:
+        return run(args)
+    except ChatError as err:
+        raise UserError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- meta-learning

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ecgqa
 from ecgqa.config import from_dict, save_config
-from ecgqa.meta.algorithms import build_algorithm
-from ecgqa.meta.loop import MetaConfig
+
+if TYPE_CHECKING:  # imported where used: learn2learn (3 s with torchvision) only when needed
+    from ecgqa.meta.loop import MetaConfig
 
 DEFAULT_ADAPTER_DIR = Path(ecgqa.__file__).resolve().parent / "assets" / "adapter-default"
 
@@ -61,6 +63,8 @@ def resolve_adapter(source: str | os.PathLike) -> Path:
 def load_meta_config(source: str | os.PathLike) -> MetaConfig:
     import yaml
 
+    from ecgqa.meta.loop import MetaConfig
+
     folder = resolve_adapter(source)
     return from_dict(MetaConfig, yaml.safe_load((folder / "meta.yaml").read_text())["meta"],
                      "meta.")
@@ -68,7 +72,7 @@ def load_meta_config(source: str | os.PathLike) -> MetaConfig:
 
 def load_adapter(source: str | os.PathLike = "default", **llm_overrides):
     """Rebuild ``(model, algorithm, meta_config)`` from an adapter folder (or "default")."""
-
+    from ecgqa.meta.algorithms import build_algorithm
     from ecgqa.models.fusion import EcgQaModel
 
     folder = resolve_adapter(source)

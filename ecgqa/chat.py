@@ -1,0 +1,752 @@
+"""``ecgqa chat``: ask questions about one ECG record (or compare two) with a saved adapter.
+
+Data flow of one question::
+
+    --ecg file(s) --read_record--> EcgRecord --encoder input spec, lead mask--> RecordSignals
+    question --classify_question--> yes/no | choice | template (options) | open
+    EcgQaModel.make_batch --score_options (closed: option probabilities)--> Answer
+                          --generate (open: text, streamed)-------------->
+
+:class:`Session` is the library API the REPL, ``--question`` and the tests share::
+
+    >>> s = Session(["../shared/data/real/ptbxl/00001_lr.hea"])
+    >>> a = s.ask("Does this ECG show sinus rhythm?")
+    >>> a.answer, [(o.text, round(o.prob, 2)) for o in a.options]
+
+With ``shots`` the projector is first adapted on a few ECG-QA-schema examples (the
+adapter's own inner loop), so answers follow the user's labelled examples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ecgqa.records.leads import parse_leads
+from ecgqa.records.read import EcgRecord, read_record
+
+DISCLAIMER = "Research software, not a medical device: do not use for diagnosis."
+DEFAULT_THRESHOLD = 0.6
+DEFAULT_MAX_SHOTS = 32
+NOT_SURE = "not sure"
+YES_NO = ("yes", "no")
+# auxiliary verbs that open a yes/no question ("Does ...", "Is ...", "Compared to ..., does")
+_AUXILIARIES = frozenset(
+    "does do did is are was were has have had can could should would will shall may might "
+    "must".split())
+# a piece of a comma list that is part of the question, not an answer option
+_CLAUSE = re.compile(r"\b(which|what|does|do|did|is|are|show|shows|this ecg|first ecg|"
+                     r"second ecg|both ecgs)\b", re.IGNORECASE)
+_COMPARISON = re.compile(r"\b(first|second|both|two) ecgs?\b|\bcompared (to|with)\b",
+                         re.IGNORECASE)
+# ECG-QA query templates of the synthetic training data (ecgqa.synth.questions), whose
+# answer options are known: id -> the question, lower case, without the question mark
+_TEMPLATE_PATTERNS: tuple[tuple[int, str], ...] = (
+    (121, r"what kind of rhythm does this ecg show"),
+    (122, r"what kind of conduction disturbance does this ecg show"),
+    (125, r"what is the heart axis of this ecg"),
+    (126, r"what is the range of the .+ of this ecg"),
+    (127, r"which numeric features of this ecg are out of the normal range"),
+    (128, r"in which leads does this ecg show .+"),
+    (32, r"what kind of noises? does this ecg show( in lead .+)?"),
+    (38, r"what kind of extra systoles? does this ecg show"),
+    (141, r"which symptoms does the second ecg newly show compared to the first ecg"),
+    (142, r"which symptoms of the first ecg are no longer shown in the second ecg"),
+    (161, r"which symptoms do both ecgs show"),
+    (68, r"what numeric features of the second ecg now have become normal as compared to "
+         r"the first ecg"),
+    (69, r"what numeric features of the second ecg are now considered abnormal values as "
+         r"compared to the first ecg"),
+    (70, r"what numeric features of the second ecg are still abnormal as compared to the "
+         r"first ecg"),
+)
+
+
+class ChatError(ValueError):
+    """A problem the user can fix (bad question, option or file); one line."""
+
+
+# --------------------------------------------------------------------------- questions
+
+
+@dataclass(frozen=True)
+class QuestionKind:
+    """How a question is answered.
+
+    Attributes:
+        kind: ``yes/no``, ``choice`` (options listed in the question), ``template`` (an
+            ECG-QA query template with known answer classes) or ``open`` (generated).
+        options: the candidate answers of closed questions; empty for ``open``.
+        template_id: the matched template of ``template`` questions.
+        comparison: the question is about two ECGs.
+    """
+
+    kind: str
+    options: tuple[str, ...] = ()
+    template_id: int | None = None
+    comparison: bool = False
+
+
+def classify_question(question: str, vocabulary: Sequence[str] = ()) -> QuestionKind:
+    """Decide whether a question is closed-set (and its options) or open.
+
+    Args:
+        question: the question as typed.
+        vocabulary: known answer terms; they delimit an unlisted first option
+            ("Is the rhythm sinus rhythm or atrial fibrillation?") and fix spelling.
+
+    Returns:
+        The kind and options, tried in this order: options listed in the question
+        ("..., A, B or C?"), a known query template, a yes/no question, else open.
+
+    Example:
+        >>> classify_question("Which noise does this ECG show, baseline drift or static noise?")
+        QuestionKind(kind='choice', options=('baseline drift', 'static noise'), ...)
+    """
+    text = " ".join(question.split()).strip()
+    if not text.rstrip("?.! "):
+        raise ChatError("empty question; type a question about the ECG, or /help")
+    comparison = bool(_COMPARISON.search(text))
+    listed = listed_options(text, vocabulary)
+    if listed:
+        return QuestionKind("choice", listed, comparison=comparison)
+    tid = match_template(text)
+    if tid is not None:
+        from ecgqa.synth.questions import BY_ID
+
+        tpl = BY_ID[tid]
+        return QuestionKind("template", tpl.options, tid, comparison or tpl.comparison)
+    if is_yes_no(text):
+        return QuestionKind("yes/no", YES_NO, comparison=comparison)
+    return QuestionKind("open", comparison=comparison)
+
+
+def is_yes_no(question: str) -> bool:
+    """Whether the question, or a clause after a comma, opens with an auxiliary verb."""
+    for clause in question.lower().split(","):
+        words = clause.split()
+        if words and words[0] in _AUXILIARIES:
+            return True
+    return False
+
+
+def match_template(question: str) -> int | None:
+    """The id of the ECG-QA query template the question is an instance of, or None."""
+    q = " ".join(question.lower().split()).rstrip("?.! ")
+    for tid, pattern in _TEMPLATE_PATTERNS:
+        if re.fullmatch(pattern, q):
+            return tid
+    return None
+
+
+def listed_options(question: str, vocabulary: Sequence[str] = ()) -> tuple[str, ...]:
+    """Options a question lists: "..., A, B or C?" or "... A or B?".
+
+    Without a comma the first option is the longest vocabulary term just before "or".
+    Options spelled like a vocabulary term (any case) take its spelling.
+
+    Returns:
+        The options in question order; empty when the question lists none.
+    """
+    text = question.strip().rstrip("?.! ").strip()
+    head, sep, last = text.rpartition(" or ")
+    if not sep or not last.strip():
+        return ()
+    known = {v.lower(): v for v in vocabulary}
+    if "," in head:
+        items = [x.strip() for x in head.split(",")][1:]   # piece 0 is the question
+        while items and _CLAUSE.search(items[0]):
+            items.pop(0)
+        options = items + [last]
+    else:
+        low = head.lower()
+        first = max((k for k in known if low.endswith(" " + k)), key=len, default=None)
+        if first is None:
+            return ()
+        options = [first, last]
+    options = [known.get(o.strip().lower(), o.strip()) for o in options if o.strip()]
+    options = [o.removeprefix("either ") for o in options]
+    if len(options) < 2 or len({o.lower() for o in options}) < len(options):
+        return ()
+    if any(_CLAUSE.search(o) for o in options):
+        return ()
+    return tuple(options)
+
+
+def answer_vocabulary() -> list[str]:
+    """Answer terms of the synthetic ECG-QA templates the shipped adapter learned."""
+    from ecgqa.synth.questions import all_answers
+
+    return all_answers()
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class Option:
+    """One candidate answer and its probability among the question's options."""
+
+    text: str
+    prob: float
+
+
+@dataclass
+class Answer:
+    """The answer to one question.
+
+    Attributes:
+        question: the question asked.
+        answer: the top option, ``"not sure"`` when its probability is below the
+            threshold, or the generated text of an open question.
+        kind: see :class:`QuestionKind`.
+        options: closed questions: every option with its probability, most likely first.
+        confidence: the top option's probability (None for open questions).
+        threshold: the confidence below which the answer is "not sure".
+        records: the record paths.
+        adapter: the adapter folder (or "default").
+        leads: the leads the model saw (None: all).
+        shots: the few-shot adaptation report, when there was one.
+    """
+
+    question: str
+    answer: str
+    kind: str
+    options: list[Option]
+    confidence: float | None
+    threshold: float
+    records: list[str]
+    adapter: str
+    leads: list[str] | None = None
+    shots: dict | None = None
+    disclaimer: str = DISCLAIMER
+
+    def to_json(self) -> dict:
+        """The JSON object of ``--json`` (``record`` is a list for two ECGs)."""
+        d = asdict(self)
+        del d["records"]
+        d["record"] = self.records[0] if len(self.records) == 1 else list(self.records)
+        return d
+
+    def format(self, show_answer: bool = True) -> str:
+        """Text for a terminal: answer, option probabilities, the disclaimer line."""
+        lines = []
+        if show_answer:
+            lines.append(f"answer: {self.answer}")
+        if self.options:
+            if self.answer == NOT_SURE:
+                lines.append(f"  (best option {self.options[0].text!r} has probability "
+                             f"{self.confidence:.2f} < threshold {self.threshold:.2f})")
+            width = max(len(o.text) for o in self.options)
+            lines += [f"  {o.text:<{width}}  {o.prob:5.3f}  {'#' * round(o.prob * 20)}"
+                      for o in self.options]
+        lines.append(self.disclaimer)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ChatSample:
+    """What ``EcgQaModel.make_batch`` reads from a sample."""
+
+    question: str
+    ecg_ids: tuple[int, ...]
+    answer: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def to_input_spec(record: EcgRecord, spec) -> EcgRecord:
+    """Bring a record to an encoder's input spec, as ``read_record(fs=, duration_s=, leads=)``
+    does for training data: select leads, resample, crop or zero-pad."""
+    return record.select_leads(tuple(spec.leads)).resample(spec.fs).fit_duration(spec.duration_s)
+
+
+class RecordSignals:
+    """``get(i) -> (signal (leads, t) float32 mV, mask (leads,) bool)`` of the ``i``-th record.
+
+    Args:
+        records: records already at the encoder's input spec (:func:`to_input_spec`).
+        keep: leads the model may see; the others get zero signal and mask False.
+    """
+
+    def __init__(self, records: Sequence[EcgRecord], keep: Sequence[str] | None = None):
+        self.records = list(records)
+        self.keep = None if keep is None else tuple(keep)
+
+    def get(self, ecg_id: int) -> tuple[np.ndarray, np.ndarray]:
+        rec = self.records[int(ecg_id)]
+        if self.keep is None:
+            return rec.signal, rec.lead_mask
+        allowed = np.array([lead in self.keep for lead in rec.leads], dtype=bool)
+        mask = rec.lead_mask & allowed                                   # (leads,)
+        return np.where(mask[:, None], rec.signal, 0.0).astype(np.float32), mask
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass
+class ShotsReport:
+    """Few-shot adaptation on the user's examples."""
+
+    file: str
+    n_examples: int
+    steps: int
+    loss_before: float
+    loss_after: float
+    seconds: float
+
+    def format(self) -> str:
+        return (f"adapted on {self.n_examples} examples from {self.file}: support loss "
+                f"{self.loss_before:.3f} -> {self.loss_after:.3f} ({self.steps} steps, "
+                f"{self.seconds:.1f} s)")
+
+
+class Session:
+    """One or two ECG records, a loaded adapter, and answers to questions about them.
+
+    Args:
+        records: one record path, or two for comparison questions (any format
+            ``read_record`` supports).
+        adapter: an adapter folder written by ``ecgqa train-meta``, or ``"default"``.
+        shots: ECG-QA-schema examples to adapt the projector on first: a JSON shard or a
+            dataset folder (see :func:`load_shots`).
+        shots_records: where the examples' ECGs are (records index CSV, PTB-XL or
+            MIMIC-IV-ECG folder); default a ``records_index.csv`` beside ``shots``.
+        max_shots: adapt on at most this many examples (the first ones).
+        threshold: answer "not sure" when the best option's probability is below this.
+        leads: let the model see only these leads (``"I,II"``); default all.
+        status: called with progress messages (loading, adapting).
+
+    Raises:
+        EcgRecordError: a record cannot be read.
+        ChatError: a bad option, adapter or examples file.
+    """
+
+    def __init__(self, records: Sequence[str | os.PathLike], adapter: str | os.PathLike =
+                 "default", *, shots: str | os.PathLike | None = None,
+                 shots_records: str | os.PathLike | None = None,
+                 max_shots: int = DEFAULT_MAX_SHOTS, threshold: float = DEFAULT_THRESHOLD,
+                 leads: str | None = None, status=None):
+        status = status or (lambda message: None)
+        _check_options(records, threshold, max_shots)
+        self.threshold = float(threshold)
+        self.records = [read_record(p) for p in records]      # bad records fail first
+        self.paths = [str(p) for p in records]
+        self.adapter = str(adapter)
+        folder = _adapter_folder(adapter)
+        examples = load_shots(shots, shots_records, max_shots) if shots is not None else None
+        status(f"loading the model ({self.adapter}; a first run converts the LLM: ~1 min)")
+        self.model, algo, meta = _load_model(folder, with_algorithm=examples is not None)
+        self.projector = None          # the adapted projector, after shots
+        self.shots: ShotsReport | None = None
+        spec = self.model.encoder.input_spec
+        self._inputs = [to_input_spec(r, spec) for r in self.records]
+        self.leads: tuple[str, ...] | None = None
+        self.signals = RecordSignals(self._inputs)
+        if leads is not None:
+            self.set_leads(leads)
+        self.vocabulary = answer_vocabulary()
+        if examples is not None:
+            status(f"adapting on {len(examples[0])} examples")
+            self.shots = self._adapt(examples, algo, meta, str(shots))
+
+    # ------------------------------------------------------------------ asking
+
+    def ask(self, question: str, stream: TextIO | None = None) -> Answer:
+        """Answer one question: option probabilities if closed, generated text if open.
+
+        Args:
+            question: about the session's ECG, or comparing its two ECGs.
+            stream: open questions write their answer here token by token.
+
+        Raises:
+            ChatError: an empty question, or one about two ECGs with only one loaded.
+        """
+        kind = classify_question(question, self.vocabulary)
+        if kind.comparison and len(self.records) < 2:
+            raise ChatError("this question compares two ECGs; give two records: "
+                            "ecgqa chat --ecg FIRST --ecg SECOND")
+        sample = ChatSample(" ".join(question.split()), tuple(range(len(self.records))))
+        batch = self.model.make_batch([sample], self.signals, with_answers=False)
+        options, confidence = [], None
+        if kind.options:
+            scores = self.model.score_options(batch, [[[o] for o in kind.options]],
+                                              projector=self.projector)
+            probs = scores.probs[0, : len(kind.options)].tolist()
+            options = sorted((Option(o, float(p)) for o, p in zip(kind.options, probs)),
+                             key=lambda o: -o.prob)
+            confidence = options[0].prob
+            text = options[0].text if confidence >= self.threshold else NOT_SURE
+        else:
+            streamer = _streamer(self.model.tokenizer, stream) if stream is not None else None
+            text = self.model.generate(batch, 0, streamer=streamer, projector=self.projector)
+        return Answer(question=sample.question, answer=text, kind=kind.kind, options=options,
+                      confidence=confidence, threshold=self.threshold, records=self.paths,
+                      adapter=self.adapter, leads=list(self.leads) if self.leads else None,
+                      shots=asdict(self.shots) if self.shots else None)
+
+    def set_leads(self, leads: str | None) -> tuple[str, ...] | None:
+        """Let the model see only ``leads`` ("I,II", "limb"; None or "all": every lead).
+
+        The ECGs are re-encoded with the other leads masked out (zero signal, mask off).
+        """
+        if leads is None or leads.strip().lower() == "all":
+            self.leads = None
+        else:
+            try:
+                wanted = parse_leads(leads)
+            except ValueError as err:
+                raise ChatError(str(err)) from None
+            spec_leads = self._inputs[0].leads
+            unknown = [lead for lead in wanted if lead not in spec_leads]
+            if unknown:
+                raise ChatError(f"lead(s) {', '.join(unknown)} not among the model's input "
+                                f"leads {','.join(spec_leads)}")
+            self.leads = wanted
+        self.signals = RecordSignals(self._inputs, self.leads)   # new object: new features
+        return self.leads
+
+    # ------------------------------------------------------------------ records
+
+    def summary(self) -> str:
+        """Leads, rate, duration, heart rate and intervals of each record (neurokit2)."""
+        return "\n".join(describe_record(rec) for rec in self.records)
+
+    def plot(self, out: str | os.PathLike | None = None) -> list[Path]:
+        """Write the 12-lead paper plot of each record (default ``NAME.png`` here)."""
+        from ecgqa.records.plot import SUPPORTED_SUFFIXES, plot_ecg
+
+        if out is not None and not str(out).lower().endswith(SUPPORTED_SUFFIXES):
+            raise ChatError(f"{out}: use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        paths = []
+        for i, rec in enumerate(self.records):
+            target = Path(out) if out is not None else Path(f"{_record_name(rec)}.png")
+            if out is not None and len(self.records) > 1:
+                target = target.with_name(f"{target.stem}-{i + 1}{target.suffix}")
+            paths.append(plot_ecg(rec, target))
+        return paths
+
+    # ------------------------------------------------------------------ few-shot
+
+    def _adapt(self, examples, algo, meta, file: str) -> ShotsReport:
+        import torch
+
+        from ecgqa.meta.loop import adapt, learner_for_test_time
+
+        samples, resolver = examples
+        start = time.perf_counter()
+        signals = self.model.signal_cache(resolver)
+        try:
+            support = self.model.make_batch(samples, signals)
+        except ValueError as err:                                   # EcgQaError, records
+            raise ChatError(f"{file}: {err}") from None
+        learner = learner_for_test_time(algo)
+        steps = meta.eval_steps
+        with torch.enable_grad():
+            prefix = self.model.prefix_cache(support) if meta.prefix_cache and steps else None
+            losses = adapt(self.model, learner, support, steps, prefix, first_order=True)
+        with torch.no_grad():
+            after = float(self.model.loss(support, projector=learner))
+        self.projector = learner
+        return ShotsReport(file, len(samples), steps, losses[0] if losses else after, after,
+                           time.perf_counter() - start)
+
+
+def _check_options(records, threshold: float, max_shots: int) -> None:
+    if not 1 <= len(records) <= 2:
+        raise ChatError(f"give one record, or two to compare (--ecg A --ecg B); got "
+                        f"{len(records)}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ChatError(f"--threshold must be in 0..1, got {threshold}")
+    if max_shots < 1:
+        raise ChatError(f"--max-shots must be >= 1, got {max_shots}")
+
+
+def _adapter_folder(adapter) -> Path:
+    from ecgqa.meta.adapter import AdapterError, resolve_adapter
+
+    try:
+        return resolve_adapter(adapter)
+    except AdapterError as err:
+        raise ChatError(f"adapter {err}; give --adapter DIR (a train-meta output folder) "
+                        "or leave it out for the shipped default") from None
+
+
+def _load_model(folder: Path, with_algorithm: bool):
+    """``(model, algorithm, meta config)``; without few-shot adaptation only the model
+    (learn2learn, and torchvision under it, is then never imported)."""
+    _quiet_transformers()
+    if with_algorithm:
+        from ecgqa.meta.adapter import load_adapter
+
+        return load_adapter(folder)
+    from ecgqa.models.fusion import EcgQaModel
+
+    return EcgQaModel.from_pretrained(folder), None, None
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars or notices between the user and the answer."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def load_shots(path: str | os.PathLike, records: str | os.PathLike | None = None,
+               limit: int = DEFAULT_MAX_SHOTS):
+    """Load few-shot examples in the ECG-QA schema and find their records.
+
+    Args:
+        path: a JSON shard (a list of ECG-QA samples) or an ECG-QA-schema folder
+            (``answers.csv`` + ``template/*/*.json``, e.g. ``ecgqa data synth`` output).
+        records: records index CSV, PTB-XL or MIMIC-IV-ECG folder; default the
+            ``records_index.csv`` in the shard's folder or one of its parents.
+        limit: keep the first ``limit`` examples.
+
+    Returns:
+        ``(samples, resolver)``; every sample's ECGs exist.
+
+    Raises:
+        ChatError: a missing or malformed file, or an ECG the records do not hold.
+    """
+    from ecgqa.qa.ecgqa import EcgQaError, load_ecgqa, read_shard
+    from ecgqa.qa.resolve import make_resolver
+
+    p = Path(path).expanduser()
+    try:
+        if p.is_dir():
+            samples = load_ecgqa(p).samples
+        elif p.is_file():
+            samples = read_shard(p, "train", None)
+        else:
+            raise EcgQaError(f"{p}: no such file or folder")
+        if not samples:
+            raise EcgQaError(f"{p}: no examples")
+        samples = samples[:limit]
+        resolver = make_resolver(records if records is not None else _find_index(p))
+        for s in samples:
+            for ecg_id in s.ecg_ids:
+                resolver.require(ecg_id, f"{p} (sample_id {s.sample_id})")
+    except EcgQaError as err:
+        raise ChatError(f"--shots: {err}") from None
+    return samples, resolver
+
+
+def _find_index(shots: Path) -> Path:
+    start = shots if shots.is_dir() else shots.parent
+    for folder in [start, *start.parents][:5]:
+        if (folder / "records_index.csv").is_file():
+            return folder / "records_index.csv"
+    from ecgqa.qa.ecgqa import EcgQaError
+
+    raise EcgQaError(f"{shots}: no records_index.csv beside it or above; give --records "
+                     "(records index CSV, PTB-XL or MIMIC-IV-ECG folder)")
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _record_name(rec: EcgRecord) -> str:
+    return rec.meta.record_name or Path(rec.path).stem or "ecg"
+
+
+def describe_record(rec: EcgRecord) -> str:
+    """One line of shape and one of measurements (heart rate, intervals, axis)."""
+    from ecgqa.records.measure import measure
+
+    recorded = [lead for lead, ok in zip(rec.leads, rec.lead_mask) if ok]
+    head = (f"{rec.path}: {len(recorded)} leads ({' '.join(recorded)}), {rec.fs:g} Hz, "
+            f"{rec.duration_s:.1f} s")
+    m = measure(rec)
+    if m.heart_rate_bpm is None:
+        return f"{head}\n  not measured: {m.note or 'no beats found'}"
+    parts = [f"heart rate {m.heart_rate_bpm:.0f} bpm"]
+    for name, value in (("PR", m.pr_ms), ("QRS", m.qrs_ms), ("QT", m.qt_ms), ("QTc", m.qtc_ms)):
+        if value is not None:
+            parts.append(f"{name} {value:.0f} ms")
+    if m.qrs_axis_deg is not None:
+        parts.append(f"QRS axis {m.qrs_axis_deg:.0f} deg")
+    return f"{head}\n  {', '.join(parts)} (neurokit2, lead {m.lead}, {m.n_beats} beats)"
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def _streamer(tokenizer, out: TextIO):
+    """A transformers TextStreamer that writes the new text to ``out`` as it comes."""
+    from transformers import TextStreamer
+
+    class _Echo(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            out.write(text)
+            out.flush()
+
+    return _Echo(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+class Spinner:
+    """A spinner on ``stream`` (only where it is a terminal) while a block runs; calling it
+    changes the message (``Session(status=spinner)`` reports its progress so).
+
+    Example:
+        >>> with Spinner() as status:
+        ...     session = Session(["x.hea"], status=status)
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, message: str = "loading"):
+        self.stream, self.message = stream, message
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self._spin, daemon=True)
+
+    def __call__(self, message: str) -> None:
+        self.message = message
+
+    def _spin(self) -> None:
+        for ch in itertools.cycle("|/-\\"):
+            self.stream.write(f"\r\x1b[K{ch} {self.message} ")
+            self.stream.flush()
+            if self.stop.wait(0.1):
+                break
+
+    def __enter__(self) -> Spinner:
+        if self.stream.isatty():
+            self.worker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.worker.is_alive():
+            self.stop.set()
+            self.worker.join()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+HELP = """\
+Type a question about the ECG, e.g. "Does this ECG show sinus rhythm?"
+  yes/no, "which ..., A or B?" and ECG-QA template questions are scored over their
+  options (probabilities shown); other questions are answered in free text.
+commands:
+  /plot [FILE]   write the 12-lead paper plot (default: RECORD.png here)
+  /leads I,II    answer from these leads only (/leads all: every lead again)
+  /summary       the records' summary again
+  /help          this text
+  /quit          leave (Ctrl-D too)"""
+
+
+def repl(session: Session, out: TextIO = sys.stdout, prompt: str = "ecg> ") -> int:
+    """Read questions and commands until /quit or end of input; returns the exit status.
+
+    A bad command or question prints one line and the loop goes on.
+    """
+    try:
+        import readline  # noqa: F401 - arrow-key history for input(), where available
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    print("Type a question, or /help. " + DISCLAIMER, file=out)
+    while True:
+        try:
+            line = input(prompt).strip()
+        except EOFError:
+            print(file=out)
+            return 0
+        except KeyboardInterrupt:
+            print(file=out)
+            continue
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if not _command(session, line, out):
+                    return 0
+            else:
+                _print_answer(session, line, out)
+        except (ChatError, OSError) as err:
+            print(f"error: {err}", file=out)
+        except KeyboardInterrupt:
+            print("\n(interrupted)", file=out)
+        out.flush()
+
+
+def _command(session: Session, line: str, out: TextIO) -> bool:
+    """Run one /command; False means quit."""
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/quit", "/exit", "/q"):
+        return False
+    if name == "/help":
+        print(HELP, file=out)
+    elif name == "/plot":
+        for p in session.plot(arg or None):
+            print(f"wrote {p}", file=out)
+    elif name == "/leads":
+        if not arg:
+            raise ChatError("/leads needs a lead list: /leads I,II (or /leads all)")
+        leads = session.set_leads(arg)
+        print(f"leads: {','.join(leads) if leads else 'all'}", file=out)
+    elif name == "/summary":
+        print(session.summary(), file=out)
+    else:
+        raise ChatError(f"unknown command {name}; commands: /plot /leads /summary /help /quit")
+    return True
+
+
+def _print_answer(session: Session, question: str, out: TextIO) -> Answer:
+    """Ask, streaming an open answer after "answer:", then print options and disclaimer."""
+    kind = classify_question(question, session.vocabulary)
+    if kind.kind == "open":
+        out.write("answer:")
+        out.flush()
+        ans = session.ask(question, stream=out)
+        print(file=out)
+        print(ans.format(show_answer=False), file=out)
+    else:
+        ans = session.ask(question)
+        print(ans.format(), file=out)
+    return ans
+
+
+# --------------------------------------------------------------------------- command
+
+
+def run(args) -> int:
+    """``ecgqa chat``: a REPL, or one ``--question`` (text or ``--json``)."""
+    if args.json and not args.question:
+        raise ChatError("--json needs --question (the REPL prints text)")
+    if args.records and not args.shots:
+        raise ChatError("--records locates the --shots examples' ECGs; give --shots too")
+    with Spinner() as status:
+        session = Session(args.ecg, args.adapter, shots=args.shots, shots_records=args.records,
+                          max_shots=args.max_shots, threshold=args.threshold, leads=args.leads,
+                          status=status)
+    if session.shots is not None:
+        print(session.shots.format(), file=sys.stderr if args.json else sys.stdout)
+    if args.question:
+        if args.json:
+            print(json.dumps(session.ask(args.question).to_json(), indent=2))
+        else:
+            _print_answer(session, args.question, sys.stdout)
+        return 0
+    with Spinner() as status:
+        status("measuring the records")
+        summary = session.summary()
+    print(summary)
+    return repl(session)
+
+
+__all__ = ["Answer", "ChatError", "DISCLAIMER", "Option", "QuestionKind", "RecordSignals",
+           "Session", "Spinner", "classify_question", "load_shots", "repl", "run",
+           "to_input_spec"]
