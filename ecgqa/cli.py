@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ecgqa import __version__
 
@@ -132,6 +133,23 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_index(args: argparse.Namespace) -> int:
+    """Records index of the PTB-XL records under some folders."""
+    from ecgqa.qa.ecgqa import EcgQaError
+    from ecgqa.qa.resolve import find_ptbxl_records, write_index
+
+    try:
+        found = find_ptbxl_records(args.folders)
+    except EcgQaError as err:
+        raise UserError(str(err)) from None
+    if not found:
+        raise UserError(f"no PTB-XL records (00001_lr, 00001_hr, HR00001) under "
+                        f"{', '.join(args.folders)}")
+    path = write_index(args.out, found)
+    print(f"{path}: {len(found)} PTB-XL records (ecg_id {min(found)}..{max(found)})")
+    return 0
+
+
 # --------------------------------------------------------------------------- encoder
 
 
@@ -197,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "synthetic data, or any QA file with a records index).")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser,
                                required=True, help="synth: generate a dataset; stats: classes "
-                               "and episodes per question type")
+                               "and episodes per question type; index: records index of PTB-XL "
+                               "records")
     p = dsub.add_parser("synth", help="generate a synthetic labelled ECG-QA dataset",
                         description="Generate synthetic 12-lead ECGs (500 Hz, 10 s, WFDB) from a "
                         "cardiac dipole model with known labels (rhythm, conduction, "
@@ -232,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="class split seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_data_stats)
+
+    p = dsub.add_parser("index", help="write a records index of PTB-XL records found in folders",
+                        description="Scan folders for records whose names carry a PTB-XL "
+                        "ecg_id (PTB-XL's 00001_lr / 00001_hr, the PhysioNet Challenge copies "
+                        "HR00001) and write the ecg_id,path CSV that --records takes, so the "
+                        "real ECG-QA (PTB-XL) questions can be asked of them.")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="folders to scan (recursively)")
+    p.add_argument("--out", required=True, metavar="CSV", help="index file to write "
+                   "(paths under its folder are written relative to it)")
+    p.set_defaults(func=cmd_data_index)
 
     enc = sub.add_parser("encoder", help="pretrain or probe an ECG encoder",
                          description="ECG encoders: pretrain one on synthetic ECG-QA data "
@@ -272,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_train_meta)
     _add_chat_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -321,6 +351,94 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return run(args)
     except ChatError as err:
         raise UserError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="few-shot benchmark: a grid of question types x N-way x "
+                       "K-shot x lead subsets, with baselines, on the same episodes",
+                       description="Evaluate an adapter with test-time adaptation against "
+                       "baselines (no adaptation, text-only LLM, in-context examples, "
+                       "prototypical network, linear probe, support majority) on every cell of "
+                       "a suite. Writes OUT/results.json, OUT/results.md and plots; an "
+                       "interrupted run resumes from its finished cells.",
+                       epilog=_suite_keys(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", required=True, metavar="YAML",
+                   help="suite file, e.g. eval/suites/default.yaml (its keys are listed below)")
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="adapter folder written by train-meta, or 'default' (overrides the "
+                   "suite's)")
+    p.add_argument("--qa", default=None, metavar="PATH",
+                   help="ECG-QA-schema data: a real ECG-QA version folder or `ecgqa data synth` "
+                   "output (overrides the suite's)")
+    p.add_argument("--records", default=None, metavar="INDEX",
+                   help="records index CSV (ecg_id,path) or PTB-XL / MIMIC-IV-ECG folder "
+                   "(default: the suite's, else records_index.csv in the QA folder)")
+    p.add_argument("--splits", default=None, metavar="FILE",
+                   help='JSON {"support_pool": [ecg_id...], "query_pool": [ecg_id...]}: '
+                   "support examples from the first pool, queries from the second (default: "
+                   "the suite's split pools, valid -> test)")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="episodes per cell (overrides the suite's; default there 200)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default out/bench/<suite name>); finished cells in it "
+                   "are reused")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any suite key, e.g. --set k_shot=[1,5] (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+
+def _suite_keys() -> str:
+    import dataclasses
+    import textwrap
+
+    from ecgqa.bench.suite import SuiteConfig
+
+    lines = ["suite keys (YAML, or --set KEY=VALUE):"]
+    for f in dataclasses.fields(SuiteConfig):
+        lines += textwrap.wrap(f"{f.name}: {f.metadata['help']}", 88, initial_indent="  ",
+                               subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark suite (ecgqa.bench)."""
+    from ecgqa.bench.runner import run_suite
+    from ecgqa.bench.suite import SuiteConfig
+    from ecgqa.config import load_config
+
+    overrides = list(args.set)
+    for key, value in (("adapter", args.adapter), ("qa", args.qa), ("records", args.records),
+                       ("splits_file", args.splits), ("episodes", args.episodes)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        cfg = load_config(SuiteConfig, args.suite, overrides)
+        if cfg.splits_file and args.splits is None:          # a suite's own: beside it
+            cfg.splits_file = str(Path(args.suite).parent / cfg.splits_file)
+        out = args.out or f"out/bench/{cfg.name}"
+        results = run_suite(cfg, out, progress=not args.quiet)
+    except Exception as err:                       # noqa: BLE001 - user errors are one line
+        if _is_bench_user_error(err):
+            raise UserError(str(err)) from None
+        raise
+    from ecgqa.bench.report import summary_lines
+
+    print("\n".join(summary_lines(results)))
+    print(f"wrote {out}/results.json, {out}/results.md and plots")
+    return 0
+
+
+def _is_bench_user_error(err: Exception) -> bool:
+    from ecgqa.bench.runner import BenchError
+    from ecgqa.config import ConfigError
+    from ecgqa.meta.adapter import AdapterError
+    from ecgqa.qa.ecgqa import EcgQaError
+
+    return isinstance(err, (BenchError, ConfigError, AdapterError, EcgQaError))
 
 
 # --------------------------------------------------------------------------- meta-learning

@@ -34,17 +34,15 @@ import math
 import resource
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import torch
-
+from ecgqa.bench import methods
+from ecgqa.bench.methods import Context
 from ecgqa.config import from_dict
 from ecgqa.meta.adapter import load_adapter
 from ecgqa.meta.data import DataConfig, load_meta_data
-from ecgqa.meta.loop import evaluate_episode, mean_ci, template_pool
+from ecgqa.meta.loop import evaluate_episode, mean_ci
 from ecgqa.meta.trainer import episode_record
-from ecgqa.qa.episodes import class_key
 
 
 def _run_config(run: Path) -> dict:
@@ -74,31 +72,20 @@ def evaluate_adapter(run: Path, data, jobs, generate: bool) -> list[dict]:
     return out
 
 
-def _pooled(model, signals, sample) -> torch.Tensor:
-    batch = model.make_batch([sample], signals, with_answers=False)
-    return batch.feats.mean(dim=1).reshape(-1)                      # (n_ecgs * d_enc,)
-
-
-def _question_pool(support, query) -> list:
-    """Support samples asking the query's question: the same template and attribute, else
-    the same template, else all of them."""
-    for level in (2, 1):
-        pool = [s for s in support if class_key(s)[:level] == class_key(query)[:level]]
-        if pool:
-            return pool
-    return list(support)
-
-
-def _evaluate_baseline(data, jobs, predict) -> list[dict]:
-    """Option accuracy of ``predict(episode, query) -> answer tuple`` on every episode."""
+def _evaluate_baseline(data, jobs, method, model=None) -> list[dict]:
+    """Option accuracy of a feature baseline of ``ecgqa.bench.methods`` on every episode,
+    choosing among the support set's answers (as option scoring above does)."""
+    ctx = Context(model, None, model.signal_cache(data.resolver) if model else None, 0, False,
+                  False, data.data.vocab, 0, options="support")
     out = []
     for qt, i in jobs:
         ep = data.test.per_type(qt, i)
         t = time.perf_counter()
-        correct = sum(predict(ep, q) == tuple(sorted(q.answer)) for q in ep.query)
+        queries, _ = method(ctx, ep)
         out.append({"question_type": qt, "index": ep.index,
-                    "option_accuracy": correct / len(ep.query), "exact_match": None,
-                    "seconds": time.perf_counter() - t, "queries": len(ep.query)})
+                    "option_accuracy": sum(q["correct"] for q in queries) / len(queries),
+                    "exact_match": None, "seconds": time.perf_counter() - t,
+                    "queries": len(queries)})
     return out
 
 
@@ -108,29 +95,14 @@ def evaluate_protonet(run: Path, data, jobs) -> list[dict]:
     the episode cannot give the answer away); the candidates of the LLM's option scoring."""
     from ecgqa.models.fusion import EcgQaModel
 
-    model = EcgQaModel.from_pretrained(run / "adapter")
-    signals = model.signal_cache(data.resolver)
-
-    def predict(ep, q):
-        protos: dict = {}
-        for s in template_pool(ep, q):
-            protos.setdefault(tuple(sorted(s.answer)), []).append(_pooled(model, signals, s))
-        answers = sorted(protos)
-        centres = torch.stack([torch.stack(protos[a]).mean(0) for a in answers])
-        d = torch.cdist(_pooled(model, signals, q)[None], centres)[0]
-        return answers[int(d.argmin())]
-
-    return _evaluate_baseline(data, jobs, predict)
+    return _evaluate_baseline(data, jobs, methods.protonet,
+                              EcgQaModel.from_pretrained(run / "adapter"))
 
 
 def evaluate_majority(data, jobs) -> list[dict]:
     """The most frequent answer among the support samples asking the query's question
     (template and attribute; else template; else the episode); it never sees an ECG."""
-    def predict(ep, q):
-        counts = Counter(tuple(sorted(s.answer)) for s in _question_pool(ep.support, q))
-        return min(counts, key=lambda a: (-counts[a], a))
-
-    return _evaluate_baseline(data, jobs, predict)
+    return _evaluate_baseline(data, jobs, methods.majority)
 
 
 def table(results: dict[str, list[dict]]) -> str:

@@ -40,3 +40,34 @@ def write_real_index(path: Path) -> Path:
 def real() -> Path:
     real_headers()
     return REAL
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory) -> Path:
+    """A random tiny adapter (configs/meta/tiny.yaml's model and meta) saved to disk."""
+    from ecgqa.config import load_config
+    from ecgqa.meta.adapter import save_adapter
+    from ecgqa.meta.algorithms import build_algorithm
+    from ecgqa.meta.trainer import TrainMetaConfig
+    from ecgqa.models.fusion import EcgQaModel
+
+    cfg = load_config(TrainMetaConfig, ROOT / "configs" / "meta" / "tiny.yaml", [])
+    model = EcgQaModel.build(cfg.model)
+    m = cfg.meta
+    algo = build_algorithm(m.algorithm, model.projector, m.inner_lr, m.first_order)
+    return save_adapter(model, algo, m, tmp_path_factory.mktemp("adapter") / "tiny-adapter")
+
+
+@pytest.fixture(scope="session")
+def synth_qa(tmp_path_factory) -> Path:
+    """A small synthetic ECG-QA set (300 ECGs), built once per session."""
+    from ecgqa.synth.dataset import write_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "synth"
+    write_synthetic(out, 300, seed=0, workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def signal_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("signals")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,22 +25,6 @@ TINY = ROOT / "configs" / "meta" / "tiny.yaml"
 ECG = REAL / "ptbxl" / "00001_lr.hea"             # PTB-XL ecg_id 1, 100 Hz
 ECG2 = REAL / "cinc2021" / "E07509.hea"          # Challenge .hea + .mat, 500 Hz
 YES_NO_Q = "Does this ECG show sinus rhythm?"
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory) -> Path:
-    """A random tiny adapter (configs/meta/tiny.yaml's model and meta) saved to disk."""
-    from ecgqa.config import load_config
-    from ecgqa.meta.adapter import save_adapter
-    from ecgqa.meta.algorithms import build_algorithm
-    from ecgqa.meta.trainer import TrainMetaConfig
-    from ecgqa.models.fusion import EcgQaModel
-
-    cfg = load_config(TrainMetaConfig, TINY, [])
-    model = EcgQaModel.build(cfg.model)
-    m = cfg.meta
-    algo = build_algorithm(m.algorithm, model.projector, m.inner_lr, m.first_order)
-    return save_adapter(model, algo, m, tmp_path_factory.mktemp("chat") / "tiny-adapter")
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,17 @@ class QueryResult:
     exact_match: bool | None
 
 
+def adapt_to_support(model, algo: nn.Module, episode: Episode, signals, steps: int,
+                     prefix_cache: bool = True) -> nn.Module:
+    """A test-time learner adapted (first order) for ``steps`` steps on the support set."""
+    support = model.make_batch(episode.support, signals)
+    learner = learner_for_test_time(algo)
+    with torch.enable_grad():
+        prefix = model.prefix_cache(support) if prefix_cache and steps else None
+        adapt(model, learner, support, steps, prefix, first_order=True)
+    return learner
+
+
 def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: int,
                      prefix_cache: bool = True, generate: bool = True,
                      vocab=None) -> list[QueryResult]:
@@ -164,26 +175,44 @@ def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: i
     parsed into the answer terms of ``vocab`` (an AnswerVocab) and the options, with the
     truth.
     """
-    support = model.make_batch(episode.support, signals)
-    learner = learner_for_test_time(algo)
-    with torch.enable_grad():
-        prefix = model.prefix_cache(support) if prefix_cache and steps else None
-        adapt(model, learner, support, steps, prefix, first_order=True)
+    learner = adapt_to_support(model, algo, episode, signals, steps, prefix_cache)
     query = model.make_batch(episode.query, signals, with_answers=False)
     options = [query_options(episode, q) for q in episode.query]
-    terms = sorted({t for opts in options for o in opts for t in o}
-                   | set(vocab.answers if vocab is not None else ()))
-    with torch.no_grad():
-        scores = model.score_options(query, [[list(o) for o in opts] for opts in options],
-                                     projector=learner)
-        out = []
-        for b, s in enumerate(episode.query):
-            truth = tuple(sorted(s.answer))
-            probs = scores.probs[b, : len(options[b])].tolist()
-            text = model.generate(query, b, projector=learner) if generate else None
-            exact = None if text is None else answer_matches(text, truth, terms)
-            out.append(QueryResult(s.question_type, truth, options[b], probs,
-                                   options[b][int(np.argmax(probs))] == truth, text, exact))
+    return answer_queries(model, query, episode.query, options, answer_terms(options, vocab),
+                          learner, generate)
+
+
+def answer_terms(options: Sequence[Sequence[tuple[str, ...]]], vocab=None) -> list[str]:
+    """The answer terms a generated answer is parsed into: the options' and ``vocab``'s."""
+    return sorted({t for opts in options for o in opts for t in o}
+                  | set(vocab.answers if vocab is not None else ()))
+
+
+@torch.no_grad()
+def answer_queries(model, batch, samples: Sequence, options: Sequence[Sequence[tuple[str, ...]]],
+                   terms: Sequence[str], projector=None, generate: bool = True
+                   ) -> list[QueryResult]:
+    """Score each prompt's options (after the whole prompt has been read) and generate.
+
+    Args:
+        model: the EcgQaModel.
+        batch: the prompts (built without answers), one per sample.
+        samples: QaSample-like objects with ``question_type`` and ``answer`` (the truth).
+        options: per sample, the candidate answers (tuples of answer terms).
+        terms: answer terms a generated answer is parsed into (:func:`answer_terms`).
+        projector: an adapted stand-in for the projector.
+        generate: also generate an answer for exact match.
+    """
+    scores = model.score_options(batch, [[list(o) for o in opts] for opts in options],
+                                 projector=projector)
+    out = []
+    for b, s in enumerate(samples):
+        truth = tuple(sorted(s.answer))
+        probs = scores.probs[b, : len(options[b])].tolist()
+        text = model.generate(batch, b, projector=projector) if generate else None
+        exact = None if text is None else answer_matches(text, truth, terms)
+        out.append(QueryResult(s.question_type, truth, list(options[b]), probs,
+                               options[b][int(np.argmax(probs))] == truth, text, exact))
     return out
 
 

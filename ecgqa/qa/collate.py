@@ -8,6 +8,7 @@ options are scored.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,7 +77,32 @@ def encode_prompt(template: PromptTemplate, tokenizer, question: str, n_ecgs: in
     """Render and tokenise the prompt; the chat template is used when the tokenizer has one."""
     if n_ecgs not in (1, 2):
         raise PromptError(f"a question is about one or two ECGs, got {n_ecgs}")
-    text = template.text(question, n_ecgs)
+    return _tokenise(tokenizer, template.text(question, n_ecgs), n_ecgs)
+
+
+def encode_without_ecg(template: PromptTemplate, tokenizer, question: str,
+                       n_ecgs: int) -> Encoded:
+    """The same prompt with every ECG left out (its slot says so): the text prior."""
+    return _tokenise(tokenizer, template.text(question, n_ecgs).replace(MARKER, "(not shown)"),
+                     0)
+
+
+def encode_in_context(template: PromptTemplate, tokenizer,
+                      examples: Sequence[tuple[str, int, Sequence[str]]], question: str,
+                      n_ecgs: int) -> Encoded:
+    """A prompt with solved examples before the question (in-context learning).
+
+    Args:
+        examples: ``(question, n_ecgs, answers)`` of each example, in order; their ECG slots
+            come first, then the question's own.
+    """
+    bare = dataclasses.replace(template, system="")
+    shown = [bare.text(q, n).strip() + bare.answer_text(a) for q, n, a in examples]
+    text = "\n\n".join([template.system, *shown, bare.text(question, n_ecgs).strip()])
+    return _tokenise(tokenizer, text, sum(n for _, n, _ in examples) + n_ecgs)
+
+
+def _tokenise(tokenizer, text: str, n_ecgs: int) -> Encoded:
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)

@@ -200,12 +200,7 @@ def _filter(samples, question_type, split, classes, available) -> list[QaSample]
 
 
 def _group(samples: Sequence[QaSample]) -> dict[ClassKey, list[QaSample]]:
-    groups: dict[ClassKey, list[QaSample]] = defaultdict(list)
-    for s in samples:
-        groups[class_key(s)].append(s)
-    for v in groups.values():
-        v.sort(key=lambda s: (s.split, s.sample_id))
-    return dict(groups)
+    return _group_by(samples, class_key)
 
 
 def _distinct_records(samples: Sequence[QaSample]) -> set[tuple[int, ...]]:
@@ -232,3 +227,107 @@ def _pick(samples: list[QaSample], n: int, used: set[int], rng) -> list[QaSample
         if len(taken) == n:
             return taken
     return None
+
+
+def template_key(sample: QaSample) -> tuple:
+    """``(template_id, answer)``: coarser classes than :func:`class_key` (no attribute)."""
+    return (sample.template_id, tuple(sorted(sample.answer)))
+
+
+def answer_key(sample: QaSample) -> tuple:
+    """The answer alone: the coarsest classes, for data too small for any other."""
+    return tuple(sorted(sample.answer))
+
+
+class PooledEpisodeSampler:
+    """N-way K-shot episodes whose support comes from one pool of records and whose queries
+    come from another (the benchmark protocol).
+
+    A sample belongs to a pool when all its ECGs are in it; the pools must not share a
+    record. Classes are ``key(sample)`` (default :func:`class_key`); ``classes`` restricts
+    samples by their :func:`class_key` first (e.g. held-out meta-test classes).
+
+    Args:
+        samples: candidate samples.
+        n_way, k_shot, q_query: classes per episode, support and query samples per class.
+        support_pool, query_pool: ecg ids of the two pools (disjoint).
+        question_type: keep this type only (None: all).
+        classes: allowed :func:`class_key` values (None: all).
+        key: the class of a sample.
+        same_question: draw the N classes of an episode among those of one question
+            (template and attribute), so the ways are answers to that question and the
+            question's wording cannot tell them apart.
+        seed: episode ``i`` is a function of ``(seed, i)`` only.
+    """
+
+    def __init__(self, samples: Sequence[QaSample], n_way: int, k_shot: int, q_query: int, *,
+                 support_pool: Iterable[int], query_pool: Iterable[int],
+                 question_type: str | None = None,
+                 classes: Iterable[ClassKey] | None = None, key=class_key,
+                 same_question: bool = False, seed: int = 0):
+        if n_way < 1 or k_shot < 1 or q_query < 1:
+            raise ValueError("n_way, k_shot and q_query must be >= 1")
+        sup, qry = set(support_pool), set(query_pool)
+        if sup & qry:
+            raise ValueError(f"support and query pools share {len(sup & qry)} records "
+                             f"(e.g. ecg_id {min(sup & qry)}); they must be disjoint")
+        self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
+        self.question_type = question_type
+        pool = _filter(samples, question_type, None, classes, None)
+        self.support = _group_by([s for s in pool if set(s.ecg_ids) <= sup], key)
+        self.query = _group_by([s for s in pool if set(s.ecg_ids) <= qry], key)
+        self.eligible = sorted(k for k in set(self.support) & set(self.query)
+                               if len(_distinct_records(self.support[k])) >= k_shot
+                               and len(_distinct_records(self.query[k])) >= q_query)
+        questions: dict = defaultdict(list)
+        for k in self.eligible:
+            questions[self._question(k) if same_question else ()].append(k)
+        self.groups = sorted(v for v in questions.values() if len(v) >= n_way)
+        if not self.groups and len(self.eligible) >= n_way:
+            raise ValueError(
+                f"{question_type or 'all types'}: no question has {n_way} answers with >= "
+                f"{k_shot} support and >= {q_query} query samples each; lower n_way")
+        if len(self.eligible) < n_way:
+            raise ValueError(
+                f"{question_type or 'all types'}: only {len(self.eligible)} classes have >= "
+                f"{k_shot} support samples and >= {q_query} query samples on distinct records "
+                f"({len(self.support)} classes in the support pool, {len(self.query)} in the "
+                f"query pool); need {n_way} for {n_way}-way {k_shot}-shot")
+
+    def episode(self, index: int) -> Episode:
+        """Episode ``index`` (deterministic)."""
+        rng = np.random.default_rng([self.seed, index])
+        group = self.groups[int(rng.integers(len(self.groups)))]
+        order = [group[i] for i in rng.permutation(len(group))]
+        chosen, support, query, used = [], [], [], set()
+        for k in order:
+            shots = _pick(self.support[k], self.k_shot, used, rng)
+            if shots is None:
+                continue
+            taken = used | {i for s in shots for i in s.ecg_ids}
+            queries = _pick(self.query[k], self.q_query, taken, rng)
+            if queries is None:
+                continue
+            chosen.append(k)
+            support.extend(shots)
+            query.extend(queries)
+            used = taken | {i for s in queries for i in s.ecg_ids}
+            if len(chosen) == self.n_way:
+                return Episode(tuple(support), tuple(query), tuple(chosen), index)
+        raise RuntimeError(f"episode {index}: could not fill {self.n_way} classes with records "
+                           "unused elsewhere in the episode; lower n_way, k_shot or q_query")
+
+
+    def _question(self, key) -> tuple:
+        """The (template, attribute) a class asks about (any sample of it will do)."""
+        s = self.support[key][0]
+        return s.template_id, tuple(sorted(s.attribute or ()))
+
+
+def _group_by(samples: Sequence[QaSample], key) -> dict:
+    groups: dict = defaultdict(list)
+    for s in samples:
+        groups[key(s)].append(s)
+    for v in groups.values():
+        v.sort(key=lambda s: (s.split, s.sample_id))
+    return dict(groups)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -169,3 +170,34 @@ def write_index(path: str | os.PathLike, records: dict[int, str | os.PathLike]) 
             w.writerow([ecg_id, rec.as_posix()])
     os.replace(tmp, path)
     return path
+
+
+# PTB-XL record names that carry the ecg_id: PTB-XL's own 00001_lr / 00001_hr, and the
+# PhysioNet/CinC Challenge 2020/2021 copies of PTB-XL, HR00001.
+_PTBXL_NAMES = (re.compile(r"^(\d{5})_(?:lr|hr)$"), re.compile(r"^HR(\d{5})$"))
+
+
+def find_ptbxl_records(folders: Iterable[str | os.PathLike]) -> dict[int, Path]:
+    """PTB-XL ecg_ids of the records under ``folders`` whose names carry one.
+
+    Names ``00001_lr``/``00001_hr`` (PTB-XL) and ``HR00001`` (the Challenge copies) map to
+    ecg_id 1. When several files give one ecg_id, PTB-XL's own record wins over a copy, then
+    the first path in sorted order.
+
+    Returns:
+        ecg_id -> record path without extension.
+    """
+    found: dict[int, tuple[int, Path]] = {}
+    for folder in folders:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise EcgQaError(f"{root}: not a folder")
+        for header in sorted(root.rglob("*.hea")):
+            for rank, pattern in enumerate(_PTBXL_NAMES):
+                m = pattern.match(header.stem)
+                if m:
+                    ecg_id = int(m.group(1))
+                    if ecg_id not in found or rank < found[ecg_id][0]:
+                        found[ecg_id] = (rank, header.with_suffix(""))
+                    break
+    return {k: v for k, (_, v) in sorted(found.items())}

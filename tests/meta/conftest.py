@@ -1,29 +1,13 @@
-"""A small synthetic ECG-QA set shared by the meta-learning tests (built once per session)."""
+"""Tiny meta-training configs for the tests (the synthetic set is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from ecgqa.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "meta" / "tiny.yaml"
-
-
-@pytest.fixture(scope="session")
-def synth_qa(tmp_path_factory) -> Path:
-    from ecgqa.synth.dataset import write_synthetic
-
-    out = tmp_path_factory.mktemp("meta") / "synth"
-    write_synthetic(out, 300, seed=0, workers=2)
-    return out
-
-
-@pytest.fixture(scope="session")
-def signal_cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("signals")
 
 
 def tiny_overrides(qa: Path, out: Path, cache: Path, *extra: str) -> list[str]:

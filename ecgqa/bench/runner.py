@@ -1,0 +1,242 @@
+"""Run a benchmark suite: every cell, every method, the same episodes; resumable by cell.
+
+Layout of ``OUT``::
+
+    cells/<cell id>.json   one finished cell: per method, per episode, per query answers
+    results.json           every cell's metrics (with 95% CIs), config, versions, seed
+    results.md             tables a person reads
+    *.png                  accuracy vs K-shot, lead-subset ablation, reliability diagram
+
+A cell file is written atomically when the cell finishes, so an interrupted run resumes
+from the finished cells; a cell is reused only if its config fingerprint matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgqa.bench import methods as M
+from ecgqa.bench.metrics import meteor_uses_synonyms, summarise_cell, text_scores
+from ecgqa.bench.suite import Cell, SuiteConfig, cells, fingerprint, validate
+from ecgqa.config import ConfigError
+from ecgqa.records.leads import STANDARD_LEADS, parse_leads
+
+
+class BenchError(ValueError):
+    """The suite cannot run on this data (one-line message)."""
+
+
+class LeadSubset:
+    """A view of a signal source with every lead outside ``leads`` removed (zeroed and
+    masked as not recorded), as if only those leads had been recorded."""
+
+    def __init__(self, base, leads: tuple[str, ...]):
+        self.base = base
+        self.keep = np.array([name in leads for name in STANDARD_LEADS])
+
+    def get(self, ecg_id: int):
+        signal, mask = self.base.get(ecg_id)
+        return signal * self.keep[:, None].astype(signal.dtype), mask & self.keep
+
+
+@dataclass
+class Prepared:
+    samples: list
+    vocab: object
+    classes: object
+    support_pool: set[int]
+    query_pool: set[int]
+    resolver: object
+    types: list[str]
+
+
+def prepare_data(cfg: SuiteConfig) -> Prepared:
+    """Load the QA data, its records, the held-out classes and the two record pools."""
+    from ecgqa.meta.data import DataConfig, ensure_synthetic
+    from ecgqa.qa.ecgqa import QUESTION_TYPES, load_ecgqa
+    from ecgqa.qa.episodes import split_classes
+    from ecgqa.qa.resolve import make_resolver
+
+    ensure_synthetic(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
+                                synth_seed=cfg.synth_seed))
+    data = load_ecgqa(cfg.qa, version=cfg.version, question_types=cfg.question_types or None)
+    records = cfg.records or (data.root / "records_index.csv")
+    if not Path(records).exists():
+        raise BenchError(f"{records}: no records index; give --records INDEX.csv (ecg_id,path) "
+                         "or a PTB-XL / MIMIC-IV-ECG folder")
+    resolver = make_resolver(records)
+    have = resolver.available(data.ecg_ids())
+    samples = data.select(available=have)
+    if not samples:
+        raise BenchError(f"{cfg.qa}: none of the {len(data)} questions has its ECG in {records}")
+    classes = None
+    if cfg.classes == "heldout":
+        classes = split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                                by=cfg.holdout_by).meta_test
+    support, query = _pools(cfg, samples)
+    types = cfg.question_types or [t for t in QUESTION_TYPES
+                                   if any(s.question_type == t for s in samples)]
+    return Prepared(samples, data.vocab, classes, support, query, resolver, types)
+
+
+def _pools(cfg: SuiteConfig, samples) -> tuple[set[int], set[int]]:
+    if cfg.splits_file:
+        try:
+            spec = json.loads(Path(cfg.splits_file).read_text())
+            support = {int(i) for i in spec["support_pool"]}
+            query = {int(i) for i in spec["query_pool"]}
+        except OSError as err:
+            raise BenchError(f"{cfg.splits_file}: cannot read ({err.strerror})") from None
+        except (ValueError, KeyError, TypeError):
+            raise BenchError(f"{cfg.splits_file}: expected JSON {{\"support_pool\": [ecg_id...], "
+                             "\"query_pool\": [ecg_id...]}") from None
+    else:
+        support = {i for s in samples if s.split in cfg.support_splits for i in s.ecg_ids}
+        query = {i for s in samples if s.split in cfg.query_splits for i in s.ecg_ids}
+    if support & query:
+        raise BenchError(f"support and query pools share {len(support & query)} records "
+                         f"(e.g. ecg_id {min(support & query)}); make them disjoint")
+    return support, query
+
+
+def run_suite(cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True) -> dict:
+    """Run (or resume) every cell and write ``results.json``, ``results.md`` and plots.
+
+    Returns:
+        The results dictionary written to ``results.json``.
+    """
+    validate(cfg)
+    out = Path(out)
+    data = prepare_data(cfg)
+    from ecgqa.meta.adapter import load_adapter
+
+    model, algo, meta = load_adapter(cfg.adapter)
+    if cfg.max_new_tokens is not None:
+        model.cfg.max_new_tokens = cfg.max_new_tokens
+    base = model.signal_cache(data.resolver, cfg.cache_dir)
+    grid = cells(cfg, data.types)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(grid) * cfg.episodes, progress)
+    done = {}
+    for cell in grid:
+        path = out / "cells" / f"{cell.id}.json"
+        done[cell.id] = _load_cell(path, fingerprint(cfg, cell))
+        if done[cell.id] is not None:
+            bar.update(cfg.episodes)
+            continue
+        ctx = M.Context(model, algo, LeadSubset(base, parse_leads(cell.leads)),
+                        meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
+                        meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
+                        cfg.options)
+        done[cell.id] = run_cell(cfg, cell, data, ctx, bar)
+        _write_json(path, done[cell.id])
+    bar.close()
+    results = collect(cfg, grid, done, meta)
+    from ecgqa.bench.report import write_report
+
+    write_report(results, out)
+    return results
+
+
+def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
+    """Every method on the cell's episodes; a cell the data cannot fill is marked skipped."""
+    from ecgqa.bench.suite import CLASS_KEYS
+    from ecgqa.qa.episodes import PooledEpisodeSampler
+
+    record = {"cell": asdict(cell), "fingerprint": fingerprint(cfg, cell), "skipped": None,
+              "methods": {m: [] for m in cfg.methods}}
+    try:
+        sampler = PooledEpisodeSampler(
+            data.samples, cell.n_way, cell.k_shot, cfg.q_query, support_pool=data.support_pool,
+            query_pool=data.query_pool, question_type=cell.question_type, classes=data.classes,
+            key=CLASS_KEYS[cfg.class_by],
+            same_question=cfg.ways == "answers", seed=cfg.seed)
+    except ValueError as err:
+        record["skipped"] = str(err)
+        bar.update(cfg.episodes)
+        return record
+    for i in range(cfg.episodes):
+        ep = sampler.episode(i)
+        for name in cfg.methods:
+            start = time.perf_counter()
+            queries, extra = M.RUN[name](ctx, ep)
+            for q in queries:
+                if q["text"] is not None:
+                    q["text_scores"] = text_scores(q["text"], ", ".join(q["truth"]))
+            record["methods"][name].append({"index": i, "queries": queries,
+                                            "seconds": time.perf_counter() - start, **extra})
+        bar.update(1)
+    record["peak_rss_gb"] = _rss_gb()
+    return record
+
+
+def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, meta) -> dict:
+    """Metrics of every cell and method, with the config, versions and costs."""
+    out_cells = []
+    for cell in grid:
+        rec = done[cell.id]
+        entry = {"id": cell.id, **asdict(cell), "skipped": rec["skipped"], "methods": {}}
+        if not rec["skipped"]:
+            for name, episodes in rec["methods"].items():
+                entry["methods"][name] = summarise_cell(episodes, cfg.calibration_bins)
+            entry["peak_rss_gb"] = rec.get("peak_rss_gb")
+        out_cells.append(entry)
+    return {"suite": asdict(cfg), "adapter_meta": asdict(meta), "seed": cfg.seed,
+            "versions": _versions(), "meteor_wordnet_synonyms": meteor_uses_synonyms(),
+            "peak_rss_gb": _rss_gb(), "cells": out_cells}
+
+
+def _load_cell(path: Path, want: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None                                   # a damaged file: run the cell again
+    if rec.get("fingerprint") != want:
+        raise BenchError(f"{path} holds results of another suite configuration; use another "
+                         "--out or delete that folder")
+    return rec
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _context_length(model) -> int:
+    return int(getattr(model.llm.config, "max_position_embeddings", 2048) or 2048)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="bench", unit="episode", disable=not enabled)
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    import ecgqa
+
+    return {"ecgqa": ecgqa.__version__, "python": sys.version.split()[0],
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "platform": platform.platform()}
+
+
+__all__ = ["BenchError", "ConfigError", "LeadSubset", "run_suite"]

@@ -1,0 +1,157 @@
+"""A benchmark suite: which data, which adapter, and the grid of cells to evaluate.
+
+A cell is one (question type, N-way, K-shot, lead subset); every cell runs the same
+methods on the same episodes (fixed episode seed). Suites live in ``eval/suites/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from ecgqa.config import ConfigError, field
+from ecgqa.qa.ecgqa import QUESTION_TYPES
+from ecgqa.qa.episodes import answer_key, class_key, template_key
+from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, is_standard_lead, parse_leads
+
+METHODS = ("adapted", "no_adaptation", "zero_shot_text", "in_context", "protonet",
+           "linear_probe", "majority")
+"""``adapted`` is the adapter with test-time adaptation on the support set; the rest are the
+baselines: the adapter without adaptation, the LLM without the ECG (text prior), support ECG
+tokens and answers in the prompt, a prototypical network and a linear probe on the frozen
+encoder features, and the support set's majority answer."""
+
+CLASS_KEYS = {"question": class_key, "template": template_key, "answer": answer_key}
+"""What makes two samples the same class of an episode (``class_by``)."""
+
+
+@dataclass
+class SuiteConfig:
+    name: str = field("suite", help="name shown in the results")
+    qa: str = field("out/synth", help="ECG-QA-schema folder (real ECG-QA version folder or "
+                    "`ecgqa data synth` output)")
+    records: str | None = field(None, help="records index CSV or PTB-XL/MIMIC-IV-ECG folder "
+                                "(default <qa>/records_index.csv)")
+    synth_n_ecgs: int = field(0, help="when > 0 and `qa` does not exist, synthesise this many "
+                              "ECGs there first")
+    synth_seed: int = field(0, help="seed of that synthesis")
+    version: str = field("template", help="template or paraphrased questions")
+    adapter: str = field("default", help="adapter folder written by train-meta, or 'default' "
+                         "(the shipped one)")
+    question_types: list[str] = field([], help="question types (empty: every type that has "
+                                      "episodes)")
+    n_way: list[int] = field([5], help="N-way values of the grid")
+    k_shot: list[int] = field([5], help="K-shot values of the grid")
+    leads: list[str] = field(["12-lead"], help="lead subsets of the grid: 12-lead, limb, I, "
+                             "II, I+II+V1 ... or a list such as 'I,II,V1'")
+    leads_at_k: int | None = field(None, help="evaluate lead subsets other than the first only "
+                                   "at this K (a lead ablation without the full grid; None: "
+                                   "at every K)")
+    q_query: int = field(1, help="query samples per class and episode")
+    episodes: int = field(200, help="episodes per cell")
+    seed: int = field(0, help="episode seed (every method sees the same episodes)")
+    classes: str = field("heldout", help="heldout: only classes held out of meta-training by "
+                         "the split below (the adapter never trained on them); all: every class")
+    class_by: str = field("question", help="question: (template, attribute, answer) classes, "
+                          "as in meta-training; template: (template, answer); answer: the answer "
+                          "alone (for data too small for finer classes)")
+    ways: str = field("answers", help="answers: the N ways of an episode are N answers to one "
+                      "question (template and attribute), so the wording cannot give the answer "
+                      "away; classes: N classes of any questions, as in meta-training")
+    holdout_by: str = field("attribute", help="the meta-training class split: attribute or "
+                            "template")
+    test_fraction: float = field(0.3, help="the meta-training class split: fraction held out")
+    split_seed: int = field(0, help="the meta-training class split: its seed")
+    support_splits: list[str] = field(["valid"], help="ECG-QA splits whose records form the "
+                                      "support pool (when no --splits file is given)")
+    query_splits: list[str] = field(["test"], help="ECG-QA splits whose records form the "
+                                    "query pool (when no --splits file is given)")
+    splits_file: str | None = field(None, help="JSON {\"support_pool\": [ecg_id...], "
+                                    "\"query_pool\": [ecg_id...]} (overrides the splits "
+                                    "above; relative to the suite file's folder)")
+    options: str = field("template", help="candidate answers of option scoring: template (every "
+                         "answer class of the question's template, plus combinations the support "
+                         "shows) or support (only the answers the support set shows)")
+    methods: list[str] = field(list(METHODS), help="methods to run: " + ", ".join(METHODS))
+    generate: bool = field(True, help="generate answers for exact match and text metrics")
+    max_new_tokens: int | None = field(None, help="generation length limit (None: the "
+                                       "adapter's)")
+    test_steps: int | None = field(None, help="test-time adaptation steps (None: the "
+                                   "adapter's own)")
+    calibration_bins: int = field(10, help="bins of the ECE and the reliability diagram")
+    cache_dir: str | None = field(None, help="decoded-signal cache (default $ECGQA_CACHE or "
+                                  "~/.cache/ecgqa)")
+
+
+@dataclass(frozen=True)
+class Cell:
+    question_type: str
+    n_way: int
+    k_shot: int
+    leads: str
+
+    @property
+    def id(self) -> str:
+        leads = self.leads.replace(",", "+")
+        return f"{self.question_type}__{self.n_way}way{self.k_shot}shot__{leads}"
+
+
+def validate(cfg: SuiteConfig) -> None:
+    """Check the suite before any data or model is loaded."""
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown or not cfg.methods:
+        raise ConfigError(f"methods: unknown {', '.join(unknown) or '(none given)'}; use "
+                          f"{', '.join(METHODS)}")
+    bad = [t for t in cfg.question_types if t not in QUESTION_TYPES]
+    if bad:
+        raise ConfigError(f"question_types: unknown {', '.join(bad)}; use "
+                          f"{', '.join(QUESTION_TYPES)}")
+    for name, values in (("n_way", cfg.n_way), ("k_shot", cfg.k_shot)):
+        if not values or min(values) < 1:
+            raise ConfigError(f"{name} must list values >= 1")
+    if cfg.q_query < 1 or cfg.episodes < 1:
+        raise ConfigError("q_query and episodes must be >= 1")
+    if not cfg.leads:
+        raise ConfigError(f"leads must list subsets ({', '.join(LEAD_SUBSETS)} or 'I,II,V1')")
+    for spec in cfg.leads:
+        try:
+            names = parse_leads(spec)
+        except ValueError as err:
+            raise ConfigError(f"leads: {spec!r}: {err}") from None
+        odd = [n for n in names if not is_standard_lead(n)]
+        if odd:
+            raise ConfigError(f"leads: {spec!r}: {', '.join(odd)} is not one of the 12 "
+                              f"standard leads ({', '.join(STANDARD_LEADS)})")
+    choices = (("classes", cfg.classes, ("heldout", "all")),
+               ("class_by", cfg.class_by, tuple(CLASS_KEYS)),
+               ("options", cfg.options, ("template", "support")),
+               ("ways", cfg.ways, ("answers", "classes")),
+               ("holdout_by", cfg.holdout_by, ("attribute", "template")))
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+    if cfg.ways == "answers" and cfg.class_by != "question":
+        raise ConfigError("ways: answers draws the answers of one question, which needs "
+                          "class_by: question")
+    if cfg.leads_at_k is not None and cfg.leads_at_k not in cfg.k_shot:
+        raise ConfigError(f"leads_at_k {cfg.leads_at_k} is not one of k_shot {cfg.k_shot}")
+    if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
+        raise ConfigError("max_new_tokens must be >= 1")
+    if cfg.test_steps is not None and cfg.test_steps < 0:
+        raise ConfigError("test_steps must be >= 0")
+
+
+def cells(cfg: SuiteConfig, types: list[str]) -> list[Cell]:
+    """The grid: question types x N-way x K-shot x lead subsets."""
+    return [Cell(t, n, k, leads) for t in types for n in cfg.n_way for k in cfg.k_shot
+            for j, leads in enumerate(cfg.leads)
+            if j == 0 or cfg.leads_at_k is None or k == cfg.leads_at_k]
+
+
+def fingerprint(cfg: SuiteConfig, cell: Cell) -> str:
+    """What a cell's results depend on; a finished cell is reused only when it matches."""
+    keep = {k: v for k, v in asdict(cfg).items()
+            if k not in ("name", "question_types", "n_way", "k_shot", "leads", "cache_dir")}
+    text = json.dumps([keep, asdict(cell)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,263 @@
+"""`ecgqa bench`: a tiny 2-cell suite end to end, resume, pooled episodes, metrics, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgqa.bench.metrics import (
+    bootstrap_ci,
+    expected_calibration_error,
+    macro_f1,
+    summarise_cell,
+    text_scores,
+)
+from ecgqa.bench.runner import LeadSubset
+from ecgqa.bench.suite import METHODS
+from ecgqa.cli import main
+from ecgqa.qa.ecgqa import load_ecgqa
+from ecgqa.qa.episodes import PooledEpisodeSampler, class_key
+from tests.conftest import ECGQA, REAL, ROOT
+
+TINY_SUITE = ROOT / "eval" / "suites" / "tiny.yaml"
+
+
+def _bench(qa, adapter, out, *extra) -> int:
+    return main(["bench", "--suite", str(TINY_SUITE), "--qa", str(qa), "--adapter",
+                 str(adapter), "--out", str(out), "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synth_qa, tiny_adapter, signal_cache_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    assert _bench(synth_qa, tiny_adapter, out, "--set", f"cache_dir={signal_cache_dir}") == 0
+    return out
+
+
+def _metric_values(m: dict):
+    for key, value in m.items():
+        if isinstance(value, dict) and "mean" in value:
+            yield key, value["mean"]
+
+
+def test_a_two_cell_suite_writes_every_file_with_metrics_in_range(tiny_run):
+    results = json.loads((tiny_run / "results.json").read_text())
+    cells = results["cells"]
+    assert [(c["k_shot"], c["leads"]) for c in cells] == [(1, "12-lead"), (2, "12-lead")]
+    for cell in cells:
+        assert cell["skipped"] is None, cell["skipped"]
+        assert sorted(cell["methods"]) == sorted(METHODS)          # every baseline is there
+        for name, m in cell["methods"].items():
+            assert m["episodes"] == results["suite"]["episodes"]
+            values = dict(_metric_values(m))
+            assert {"option_accuracy", "macro_f1"} <= set(values)
+            if name not in ("majority",):
+                assert "ece" in values
+            if name in ("adapted", "no_adaptation", "zero_shot_text", "in_context"):
+                assert {"exact_match", "bleu", "rouge_l", "meteor"} <= set(values)
+            for key, v in values.items():
+                assert 0.0 <= v <= 1.0, (cell["id"], name, key, v)
+            assert m["seconds_per_episode"] > 0 and m["answers_per_second"] > 0
+    assert results["versions"]["torch"] and results["seed"] == 0
+    md = (tiny_run / "results.md").read_text()
+    assert "| adapted |" in md and "± " in md
+    for png in ("accuracy_vs_k.png", "reliability.png"):
+        assert (tiny_run / png).stat().st_size > 5000
+
+
+def test_every_method_answers_the_same_episodes_and_queries(tiny_run):
+    cell = json.loads(next((tiny_run / "cells").glob("*1shot*.json")).read_text())
+    truths = {name: [[q["truth"] for q in e["queries"]] for e in eps]
+              for name, eps in cell["methods"].items()}
+    first = next(iter(truths.values()))
+    assert all(t == first for t in truths.values())
+    for e in cell["methods"]["adapted"]:
+        for q in e["queries"]:
+            assert abs(sum(q["probs"]) - 1) < 1e-4 and q["pred"] in q["options"]
+            assert q["correct"] == (q["pred"] == q["truth"])
+
+
+def test_an_interrupted_run_resumes_from_finished_cells(tiny_run, synth_qa, tiny_adapter,
+                                                        signal_cache_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tiny_run, out)
+    kept = next((out / "cells").glob("*2shot*.json"))
+    before = kept.stat().st_mtime_ns
+    next((out / "cells").glob("*1shot*.json")).unlink()        # "killed" during cell 1
+    assert _bench(synth_qa, tiny_adapter, out, "--set", f"cache_dir={signal_cache_dir}") == 0
+    assert kept.stat().st_mtime_ns == before                    # not recomputed
+    again = json.loads((out / "results.json").read_text())["cells"]
+    first = json.loads((tiny_run / "results.json").read_text())["cells"]
+    for a, b in zip(again, first):                              # the same episodes, answers
+        assert a["methods"]["protonet"]["option_accuracy"] == \
+            b["methods"]["protonet"]["option_accuracy"]
+
+
+def test_results_of_another_configuration_are_not_mixed_in(tiny_run, synth_qa, tiny_adapter,
+                                                           tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(tiny_run, out)
+    assert _bench(synth_qa, tiny_adapter, out, "--set", "seed=7") == 2
+    err = capsys.readouterr().err.strip()
+    assert "another suite configuration" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "methods=[adapted,oracle]"], "unknown oracle"),
+    (["--set", "leads=[I,XYZ]"], "XYZ"),
+    (["--episodes", "0"], ">= 1"),
+    (["--set", "k_shot=[1]", "--set", "leads_at_k=5"], "leads_at_k"),
+])
+def test_bad_suites_fail_with_one_line_before_writing(synth_qa, tiny_adapter, tmp_path, capsys,
+                                                      extra, message):
+    out = tmp_path / "never"
+    assert _bench(synth_qa, tiny_adapter, out, *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_inputs_fail_with_one_line(synth_qa, tiny_adapter, tmp_path, capsys):
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"support_pool": [1, 2], "query_pool": [2, 3]}))
+    cases = [(["--splits", str(splits)], "share 1 records"),
+             (["--splits", str(tmp_path / "none.json")], "cannot read"),
+             (["--qa", str(tmp_path / "nothing")], "nothing"),
+             (["--adapter", str(tmp_path)], "not a saved adapter")]
+    for extra, message in cases:
+        args = ["bench", "--suite", str(TINY_SUITE), "--qa", str(synth_qa), "--adapter",
+                str(tiny_adapter), "--out", str(tmp_path / "o"), "--quiet", *extra]
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (extra, err)
+
+
+# --------------------------------------------------------------------------- real ECG-QA
+
+
+def test_the_real_ecgqa_questions_with_shared_records_are_benchmarked(tiny_adapter, tmp_path,
+                                                                      signal_cache_dir):
+    index = tmp_path / "real_index.csv"
+    assert main(["data", "index", str(REAL), "--out", str(index)]) == 0
+    out = tmp_path / "real"
+    assert main(["bench", "--suite", str(ROOT / "eval" / "suites" / "real-ptbxl.yaml"),
+                 "--qa", str(ECGQA / "ptbxl"), "--records", str(index), "--adapter",
+                 str(tiny_adapter), "--episodes", "4", "--out", str(out), "--quiet",
+                 "--set", f"cache_dir={signal_cache_dir}"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    done = [c for c in results["cells"] if not c["skipped"]]
+    assert done, [c["skipped"] for c in results["cells"]]
+    cell = json.loads((out / "cells" / f"{done[0]['id']}.json").read_text())
+    pools = json.loads((ROOT / "eval" / "suites" / "real-ptbxl-splits.json").read_text())
+    for e in cell["methods"]["adapted"]:
+        assert e["queries"] and all(q["truth"] for q in e["queries"])
+    assert set(pools["support_pool"]).isdisjoint(pools["query_pool"])
+
+
+def test_the_records_index_maps_ptbxl_names_to_ecg_ids(tmp_path):
+    from ecgqa.qa.resolve import RecordsIndex
+
+    index = tmp_path / "i.csv"
+    assert main(["data", "index", str(REAL), "--out", str(index)]) == 0
+    r = RecordsIndex(index)
+    assert r.path(1).name == "00001_lr"                 # PTB-XL's own record over HR00001
+    assert r.path(6003).name == "HR06003" and r.path(4) is None
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+def test_pooled_episodes_take_support_and_queries_from_their_own_pools(synth_qa):
+    data = load_ecgqa(synth_qa)
+    samples = data.select(question_type="single-verify")
+    ids = sorted(data.ecg_ids())
+    support_pool, query_pool = set(ids[::2]), set(ids[1::2])
+    sampler = PooledEpisodeSampler(samples, 2, 2, 1, support_pool=support_pool,
+                                   query_pool=query_pool, question_type="single-verify",
+                                   same_question=True, seed=3)
+    for i in range(20):
+        ep = sampler.episode(i)
+        assert ep.records("support") <= support_pool and ep.records("query") <= query_pool
+        questions = {class_key(s)[:2] for s in ep.support + ep.query}
+        assert len(questions) == 1                      # two answers to one question
+        assert len({class_key(s) for s in ep.support}) == 2
+        assert {class_key(q) for q in ep.query} <= {class_key(s) for s in ep.support}
+    assert sampler.episode(5) == PooledEpisodeSampler(
+        samples, 2, 2, 1, support_pool=support_pool, query_pool=query_pool,
+        question_type="single-verify", same_question=True, seed=3).episode(5)
+    with pytest.raises(ValueError, match="disjoint"):
+        PooledEpisodeSampler(samples, 2, 2, 1, support_pool={1, 2}, query_pool={2})
+
+
+def test_a_lead_subset_removes_the_other_leads(synth_qa):
+    from ecgqa.qa.cache import SignalCache
+    from ecgqa.qa.resolve import make_resolver
+
+    base = SignalCache(make_resolver(Path(synth_qa) / "records_index.csv"))
+    ecg_id = min(load_ecgqa(synth_qa).ecg_ids())
+    signal, mask = base.get(ecg_id)
+    sub_signal, sub_mask = LeadSubset(base, ("I", "V1")).get(ecg_id)
+    assert sub_mask.tolist() == [i in (0, 6) for i in range(12)]
+    assert np.array_equal(sub_signal[[0, 6]], signal[[0, 6]])
+    assert not sub_signal[[1, 2, 3, 4, 5, 7, 8, 9, 10, 11]].any() and signal[1].any()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_ece_macro_f1_and_bootstrap_by_hand():
+    # bins: 0.9 (two queries, one right) and 0.6 (right): (2 * 0.4 + 1 * 0.4) / 3
+    assert expected_calibration_error([0.9, 0.9, 0.6], [True, False, True]) == \
+        pytest.approx(0.4)
+    assert expected_calibration_error([1.0, 1.0], [True, True]) == pytest.approx(0.0)
+    # class a: P = 1/2, R = 1 -> F1 2/3; class b: F1 0 -> macro 1/3
+    assert macro_f1([("a",), ("b",)], [("a",), ("a",)]) == pytest.approx(1 / 3)
+    value, half = bootstrap_ci([[1, 0], [1, 1], [0, 0]], lambda x: sum(x) / len(x))
+    assert value == pytest.approx(0.5) and 0 < half <= 0.5
+    assert math.isnan(bootstrap_ci([[1, 0]], lambda x: sum(x) / len(x))[1])
+
+
+def test_text_metrics_are_one_for_a_perfect_answer_and_zero_for_a_disjoint_one():
+    same = text_scores("sinus rhythm", "sinus rhythm")
+    assert same["bleu"] == pytest.approx(1.0) and same["rouge_l"] == pytest.approx(1.0)
+    assert same["meteor"] > 0.9
+    other = text_scores("no", "yes")
+    assert other == {"bleu": 0.0, "rouge_l": 0.0, "meteor": 0.0}
+    assert 0 < text_scores("sinus bradycardia", "sinus rhythm")["rouge_l"] < 1
+
+
+def test_summarise_cell_reports_means_and_intervals():
+    def q(correct, conf):
+        return {"truth": ["yes"], "pred": ["yes"] if correct else ["no"], "correct": correct,
+                "confidence": conf, "exact_match": correct, "text": "yes" if correct else "no",
+                "text_scores": {"bleu": float(correct), "rouge_l": float(correct),
+                                "meteor": float(correct)}}
+    episodes = [{"queries": [q(True, 0.8), q(False, 0.7)], "seconds": 1.0},
+                {"queries": [q(True, 0.9), q(True, 0.6)], "seconds": 3.0}]
+    m = summarise_cell(episodes)
+    assert m["option_accuracy"]["mean"] == pytest.approx(0.75)
+    assert m["exact_match"]["mean"] == pytest.approx(0.75)
+    assert m["seconds_per_episode"] == pytest.approx(2.0)
+    assert m["answers_per_second"] == pytest.approx(1.0)
+    assert m["ece"]["mean"] >= 0 and len(m["reliability"]) == 10
+
+
+@pytest.mark.parametrize("suite", sorted((ROOT / "eval" / "suites").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_suite_loads_and_validates(suite):
+    from ecgqa.bench.suite import SuiteConfig, cells, validate
+    from ecgqa.config import load_config
+
+    cfg = load_config(SuiteConfig, suite)
+    validate(cfg)
+    assert cells(cfg, cfg.question_types or ["single-verify"])
+    if cfg.splits_file:
+        assert (suite.parent / cfg.splits_file).is_file()
