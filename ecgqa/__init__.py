@@ -6,6 +6,8 @@ pretrained ECG encoder -> fusion projector -> ECG tokens in the prompt -> frozen
 
 __version__ = "0.1.0"
 
+from ecgqa.chat import Answer, Session  # noqa: E402
+from ecgqa.meta.adapter import load_adapter  # noqa: E402
 from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, canonical_lead_name  # noqa: E402
 from ecgqa.records.measure import Measurements, measure  # noqa: E402
 from ecgqa.records.plot import PlotStyle, plot_ecg  # noqa: E402
@@ -13,6 +15,9 @@ from ecgqa.records.read import EcgRecord, EcgRecordError, read_record  # noqa: E
 
 __all__ = [
     "__version__",
+    "Answer",
+    "Session",
+    "load_adapter",
     "EcgRecord",
     "EcgRecordError",
     "LEAD_SUBSETS",
