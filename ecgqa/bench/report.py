@@ -43,7 +43,9 @@ def markdown(results: dict) -> str:
              f"(by {s['class_by']}). Means with 95% confidence intervals over episodes "
              "(macro-F1 and ECE: bootstrap over episodes).", "",
              "Exact match compares the generated answer; option accuracy takes the most likely "
-             "of the support set's answers, scored after the question and ECG were read. "
+             + ("of every answer class of the question's template"
+                if s.get("options", "template") == "template" else "of the support set's answers")
+             + ", scored after the question and ECG were read. "
              "Teacher-forced token accuracy is a side metric only. METEOR "
              + ("uses WordNet synonyms." if results.get("meteor_wordnet_synonyms")
                 else "uses exact and stem matches (WordNet not installed)."), ""]
@@ -147,17 +149,25 @@ def _lead_ablation(cells: list[dict], path: Path) -> Path | None:
     leads = list(dict.fromkeys(c["leads"] for c in cells))
     if len(leads) < 2:
         return None
-    kmax, n0 = max(c["k_shot"] for c in cells), cells[0]["n_way"]
+    n0 = cells[0]["n_way"]
+    shared = [k for k in sorted({c["k_shot"] for c in cells})
+              if all(any(c["leads"] == lead and c["k_shot"] == k for c in cells)
+                     for lead in leads)]
+    if not shared:
+        return None
+    kmax = shared[-1]                      # the largest K every lead subset was run at
     chosen = [c for c in cells if c["k_shot"] == kmax and c["n_way"] == n0]
     methods = list(chosen[0]["methods"])
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(leads) * len(methods) / 3, 3.6))
     width = 0.8 / len(methods)
     for j, method in enumerate(methods):
-        vals = []
+        vals, errs = [], []
         for lead in leads:
             cs = [c for c in chosen if c["leads"] == lead]
             vals.append(np.mean([_metric(c, method)[0] for c in cs]) if cs else math.nan)
-        ax.bar(np.arange(len(leads)) + j * width, vals, width, label=method)
+            errs.append(np.mean([_metric(c, method)[1] for c in cs]) if cs else 0.0)
+        ax.bar(np.arange(len(leads)) + j * width, vals, width, yerr=errs, capsize=2,
+               label=method)
     ax.set_xticks(np.arange(len(leads)) + 0.4 - width / 2, leads)
     ax.set(ylabel="option accuracy", ylim=(0, 1.02),
            title=f"lead subsets ({n0}-way {kmax}-shot, mean over question types)")

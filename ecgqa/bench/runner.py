@@ -61,23 +61,17 @@ class Prepared:
 
 def prepare_data(cfg: SuiteConfig) -> Prepared:
     """Load the QA data, its records, the held-out classes and the two record pools."""
-    from ecgqa.meta.data import DataConfig, ensure_synthetic
-    from ecgqa.qa.ecgqa import QUESTION_TYPES, load_ecgqa
+    from ecgqa.meta.data import DataConfig, MetaDataError, ensure_synthetic, load_available
+    from ecgqa.qa.ecgqa import QUESTION_TYPES
     from ecgqa.qa.episodes import split_classes
-    from ecgqa.qa.resolve import make_resolver
 
     ensure_synthetic(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
                                 synth_seed=cfg.synth_seed))
-    data = load_ecgqa(cfg.qa, version=cfg.version, question_types=cfg.question_types or None)
-    records = cfg.records or (data.root / "records_index.csv")
-    if not Path(records).exists():
-        raise BenchError(f"{records}: no records index; give --records INDEX.csv (ecg_id,path) "
-                         "or a PTB-XL / MIMIC-IV-ECG folder")
-    resolver = make_resolver(records)
-    have = resolver.available(data.ecg_ids())
-    samples = data.select(available=have)
-    if not samples:
-        raise BenchError(f"{cfg.qa}: none of the {len(data)} questions has its ECG in {records}")
+    try:
+        data, resolver, samples = load_available(cfg.qa, cfg.records, cfg.version,
+                                                 cfg.question_types)
+    except MetaDataError as err:
+        raise BenchError(str(err)) from None
     classes = None
     if cfg.classes == "heldout":
         classes = split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
@@ -192,7 +186,8 @@ def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, meta) -> dict:
         out_cells.append(entry)
     return {"suite": asdict(cfg), "adapter_meta": asdict(meta), "seed": cfg.seed,
             "versions": _versions(), "meteor_wordnet_synonyms": meteor_uses_synonyms(),
-            "peak_rss_gb": _rss_gb(), "cells": out_cells}
+            "peak_rss_gb": max([_rss_gb(), *(c.get("peak_rss_gb") or 0 for c in out_cells)]),
+            "cells": out_cells}
 
 
 def _load_cell(path: Path, want: str) -> dict | None:

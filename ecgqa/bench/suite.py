@@ -29,8 +29,8 @@ CLASS_KEYS = {"question": class_key, "template": template_key, "answer": answer_
 @dataclass
 class SuiteConfig:
     name: str = field("suite", help="name shown in the results")
-    qa: str = field("out/synth", help="ECG-QA-schema folder (real ECG-QA version folder or "
-                    "`ecgqa data synth` output)")
+    qa: str = field("out/synth", help="ECG-QA-schema data: a real ECG-QA version folder, "
+                    "`ecgqa data synth` output, or one JSON file of samples (with splits_file)")
     records: str | None = field(None, help="records index CSV or PTB-XL/MIMIC-IV-ECG folder "
                                 "(default <qa>/records_index.csv)")
     synth_n_ecgs: int = field(0, help="when > 0 and `qa` does not exist, synthesise this many "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecgqa.config import field
-from ecgqa.qa.ecgqa import QUESTION_TYPES, EcgQaData, load_ecgqa
+from ecgqa.qa.ecgqa import QUESTION_TYPES, EcgQaData, load_ecgqa, load_qa_file
 from ecgqa.qa.episodes import ClassSplit, Episode, EpisodeSampler, split_classes
 from ecgqa.qa.resolve import make_resolver
 
@@ -88,17 +88,8 @@ def load_meta_data(cfg: DataConfig, seed: int) -> MetaData:
     Raises:
         MetaDataError: no records index, or no question type with enough classes.
     """
-    data = load_ecgqa(cfg.qa, version=cfg.version,
-                      question_types=cfg.question_types or None)
-    records = cfg.records or (data.root / "records_index.csv")
-    if not Path(records).exists():
-        raise MetaDataError(f"{records}: no records index; set data.records to a CSV "
-                            "(ecg_id,path) or a PTB-XL / MIMIC-IV-ECG folder")
-    resolver = make_resolver(records)
-    have = resolver.available(data.ecg_ids())
-    samples = data.select(available=have)
-    if not samples:
-        raise MetaDataError(f"{cfg.qa}: none of the questions has its ECG in {records}")
+    data, resolver, samples = load_available(cfg.qa, cfg.records, cfg.version,
+                                             cfg.question_types)
     classes = split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
                             by=cfg.holdout_by)
     phases = {}
@@ -111,6 +102,36 @@ def load_meta_data(cfg: DataConfig, seed: int) -> MetaData:
                             f"with {cfg.k_shot + cfg.q_query} samples each; use more ECGs "
                             "(data.synth_n_ecgs) or lower data.n_way / data.k_shot")
     return MetaData(data, classes, phases["train"], phases["valid"], phases["test"], resolver)
+
+
+def load_available(qa: str, records: str | None, version: str = "template",
+                   question_types: list[str] | None = None):
+    """ECG-QA-schema data, its record resolver, and the samples whose ECGs exist.
+
+    Args:
+        qa: the QA folder, or one JSON file of samples in the ECG-QA schema.
+        records: records index CSV or PTB-XL / MIMIC-IV-ECG folder (None:
+            ``<qa>/records_index.csv``).
+
+    Returns:
+        ``(EcgQaData, resolver, available samples)``.
+
+    Raises:
+        MetaDataError: no records index, or no question has its ECG there.
+    """
+    if Path(qa).is_file():                                    # one shard, no release folder
+        data = load_qa_file(qa, question_types)
+    else:
+        data = load_ecgqa(qa, version=version, question_types=question_types or None)
+    records = records or (data.root / "records_index.csv")
+    if not Path(records).exists():
+        raise MetaDataError(f"{records}: no records index; give a CSV (ecg_id,path) or a "
+                            "PTB-XL / MIMIC-IV-ECG folder")
+    resolver = make_resolver(records)
+    samples = data.select(available=resolver.available(data.ecg_ids()))
+    if not samples:
+        raise MetaDataError(f"{qa}: none of the {len(data)} questions has its ECG in {records}")
+    return data, resolver, samples
 
 
 def _phase(name, samples, split, allowed, cfg: DataConfig, q_query: int, seed: int) -> Phase:

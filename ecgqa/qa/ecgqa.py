@@ -212,6 +212,25 @@ def load_ecgqa(
                      split_ecgs=read_split_ecgs(vroot), version=version)
 
 
+def load_qa_file(path: str | os.PathLike, question_types: Sequence[str] | None = None
+                 ) -> EcgQaData:
+    """One JSON file of samples in the ECG-QA schema (a shard), without its release folder.
+
+    The answer vocabulary is the file's own answers (per template, the single answers it
+    shows); every sample gets the split ``"test"``, so the caller says how records are
+    divided (e.g. the benchmark's ``--splits`` pools).
+    """
+    p = Path(path).expanduser()
+    samples = [s for s in read_shard(p, "test", None)
+               if not question_types or s.question_type in question_types]
+    by_template: dict[int, set[str]] = {}
+    for s in samples:
+        by_template.setdefault(s.template_id, set()).update(s.answer)
+    vocab = AnswerVocab(tuple(sorted({a for v in by_template.values() for a in v})),
+                        {t: tuple(sorted(v)) for t, v in by_template.items()})
+    return EcgQaData(root=p.parent, samples=samples, vocab=vocab, split_ecgs={})
+
+
 def read_vocab(vroot: Path) -> AnswerVocab:
     """Read ``answers.csv`` and ``answers_for_each_template.csv``."""
     path = vroot / "answers.csv"

@@ -160,6 +160,15 @@ def test_the_real_ecgqa_questions_with_shared_records_are_benchmarked(tiny_adapt
     for e in cell["methods"]["adapted"]:
         assert e["queries"] and all(q["truth"] for q in e["queries"])
     assert set(pools["support_pool"]).isdisjoint(pools["query_pool"])
+    # the same questions from one QA file (no release folder) give the same episodes
+    one = tmp_path / "one-file"
+    assert main(["bench", "--suite", str(ROOT / "eval" / "suites" / "real-ptbxl.yaml"),
+                 "--qa", str(ECGQA / "ptbxl" / "template" / "train" / "120000.json"),
+                 "--records", str(index), "--adapter", str(tiny_adapter), "--episodes", "4",
+                 "--out", str(one), "--quiet", "--set", f"cache_dir={signal_cache_dir}"]) == 0
+    again = json.loads((one / "cells" / f"{done[0]['id']}.json").read_text())
+    assert [[q["truth"] for q in e["queries"]] for e in again["methods"]["majority"]] == \
+        [[q["truth"] for q in e["queries"]] for e in cell["methods"]["majority"]]
 
 
 def test_the_records_index_maps_ptbxl_names_to_ecg_ids(tmp_path):
