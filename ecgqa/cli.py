@@ -150,6 +150,97 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_instruct_parser(dsub) -> None:
+    p = dsub.add_parser("instruct", help="render labelled records into LLaVA-format "
+                        "instruction data (image + question/answer turns)",
+                        description="Render each record once in the 12-lead paper layout "
+                        "(with random grid colour, line width, resolution, tint, rotation, "
+                        "blur and noise unless --no-variation) and write ECGInstruct-style "
+                        "LLaVA conversations: OUT/images/<record>.png, OUT/train.json, "
+                        "OUT/valid.json, OUT/test.json, OUT/meta.json. Questions come from "
+                        "ECG-QA-schema data (its single-ECG questions and splits; comparison "
+                        "questions are left out) or from '# Dx:' SNOMED-CT codes (yes/no and "
+                        "which-of questions, split by record). The output is written "
+                        "atomically.")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (must not exist or be empty)")
+    p.add_argument("--qa", default=None, metavar="DIR", help="ECG-QA-schema folder: a real "
+                   "ECG-QA version folder or `ecgqa data synth` output")
+    p.add_argument("--records", default=None, metavar="INDEX", help="with --qa: records index "
+                   "CSV, PTB-XL or MIMIC-IV-ECG folder (default: records_index.csv in --qa)")
+    p.add_argument("--dx", action="append", default=None, metavar="FOLDER",
+                   help="folder of records with '# Dx:' SNOMED-CT codes, e.g. "
+                   "../shared/data/real/cinc2021 (repeatable; instead of --qa)")
+    p.add_argument("--version", default="template", choices=["template", "paraphrased"],
+                   help="with --qa: question wording (default template)")
+    p.add_argument("--question-types", nargs="+", default=None, metavar="TYPE",
+                   help="keep only these question types, e.g. single-verify single-query "
+                   "(default: all single-ECG types)")
+    p.add_argument("--max-samples", type=int, default=None, metavar="N",
+                   help="keep a seeded random N of the questions (default: all)")
+    p.add_argument("--size", default="256x512", metavar="HxW",
+                   help="image height x width in pixels (default 256x512)")
+    p.add_argument("--no-variation", action="store_true",
+                   help="draw every image as the plain standard printout")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsets, Dx splits and "
+                   "negatives, and image variation (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering images "
+                   "(default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_instruct)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"--size must be HxW such as 256x512, got {text!r}")
+    h, w = int(parts[0]), int(parts[1])
+    if not (16 <= h <= 8192 and 16 <= w <= 8192):
+        raise UserError(f"--size must be 16..8192 pixels each way, got {text}")
+    return h, w
+
+
+def cmd_data_instruct(args: argparse.Namespace) -> int:
+    """Instruction data (LLaVA format) from labelled records (ecgqa.image_qa.instruct)."""
+    from tqdm import tqdm
+
+    from ecgqa.image_qa.instruct import build_instruct
+    from ecgqa.image_qa.render import Variation
+
+    if (args.qa is None) == (args.dx is None):
+        raise UserError("give exactly one of --qa DIR or --dx FOLDER")
+    if args.records is not None and args.qa is None:
+        raise UserError("--records goes with --qa")
+    for name in ("max_samples", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    size = _parse_size(args.size)
+    bars: list = []                            # made at the first image, after validation
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="img", desc="rendering", disable=args.quiet))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        s = build_instruct(args.out, qa=args.qa, records=args.records, dx=args.dx,
+                           version=args.version, question_types=args.question_types,
+                           max_samples=args.max_samples, size=size,
+                           variation=None if args.no_variation else Variation(),
+                           seed=args.seed, workers=args.workers, progress=progress)
+    except ValueError as err:                  # InstructError, EcgQaError: one line
+        raise UserError(str(err)) from None
+    finally:
+        for bar in bars:
+            bar.close()
+    n = s.n_entries
+    left = ", ".join(f"{k} {v}" for k, v in s.skipped.items())
+    print(f"{s.out}: {s.n_images} images; questions train {n['train']}, valid {n['valid']}, "
+          f"test {n['test']}" + (f" (left out: {left})" if left else ""))
+    return 0
+
+
 # --------------------------------------------------------------------------- encoder
 
 
@@ -216,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser,
                                required=True, help="synth: generate a dataset; stats: classes "
                                "and episodes per question type; index: records index of PTB-XL "
-                               "records")
+                               "records; instruct: image instruction data")
     p = dsub.add_parser("synth", help="generate a synthetic labelled ECG-QA dataset",
                         description="Generate synthetic 12-lead ECGs (500 Hz, 10 s, WFDB) from a "
                         "cardiac dipole model with known labels (rhythm, conduction, "
@@ -261,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="CSV", help="index file to write "
                    "(paths under its folder are written relative to it)")
     p.set_defaults(func=cmd_data_index)
+    _add_data_instruct_parser(dsub)
 
     enc = sub.add_parser("encoder", help="pretrain or probe an ECG encoder",
                          description="ECG encoders: pretrain one on synthetic ECG-QA data "
@@ -300,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=cmd_train_meta)
+    from ecgqa.image_qa.run import DESCRIPTION as LORA_DESCRIPTION
+    from ecgqa.image_qa.run import add_arguments as add_lora_arguments
+
+    p = sub.add_parser("train-lora", help="LoRA-tune an LLM on ECG-image instruction data",
+                       description=LORA_DESCRIPTION)
+    add_lora_arguments(p)
+    p.set_defaults(func=cmd_train_lora)
     _add_chat_parser(sub)
     _add_bench_parser(sub)
     return parser
@@ -371,8 +470,9 @@ def _add_bench_parser(sub) -> None:
                    help="adapter folder written by train-meta, or 'default' (overrides the "
                    "suite's)")
     p.add_argument("--qa", default=None, metavar="PATH",
-                   help="ECG-QA-schema data: a real ECG-QA version folder or `ecgqa data synth` "
-                   "output (overrides the suite's)")
+                   help="ECG-QA-schema data: a real ECG-QA version folder, `ecgqa data synth` "
+                   "output, or one JSON file of samples (then give --splits) (overrides the "
+                   "suite's)")
     p.add_argument("--records", default=None, metavar="INDEX",
                    help="records index CSV (ecg_id,path) or PTB-XL / MIMIC-IV-ECG folder "
                    "(default: the suite's, else records_index.csv in the QA folder)")
@@ -456,6 +556,19 @@ def cmd_train_meta(args: argparse.Namespace) -> int:
         raise
 
 
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    """LoRA-tune on ECG images (ecgqa.image_qa.train); the same as ``accelerate launch
+    ecgqa/train_lora.py``."""
+    from ecgqa.image_qa.run import is_user_error, run
+
+    try:
+        return run(args)
+    except Exception as err:                       # noqa: BLE001 - user errors are one line
+        if is_user_error(err):
+            raise UserError(str(err)) from None
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ecgqa`` console script."""
     from ecgqa.records.read import EcgRecordError
@@ -463,6 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["train-lora"]:             # dotted overrides such as --train.lr 1e-4
+            from ecgqa.image_qa.run import parse as parse_lora
+
+            return cmd_train_lora(parse_lora(argv[1:], "ecgqa train-lora", parser_class=_Parser))
         if argv[:1] == ["train-meta"]:             # dotted overrides such as --meta.inner_lr 0.1
             from ecgqa.meta.run import parse
 

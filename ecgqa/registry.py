@@ -49,3 +49,4 @@ class Registry(Generic[T]):
 ENCODERS: Registry = Registry("encoder")
 PROJECTORS: Registry = Registry("projector")
 META_ALGOS: Registry = Registry("meta-learning algorithm")
+IMAGE_ENCODERS: Registry = Registry("image encoder")

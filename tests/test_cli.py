@@ -39,7 +39,7 @@ def test_top_level_help_lists_every_command(capsys):
 
 def test_every_option_of_every_command_is_explained(capsys):
     names = {" ".join(argv) for argv, _ in _all_commands()}
-    assert {"info", "plot", "data", "data synth", "data stats"} <= names
+    assert {"info", "plot", "data", "data synth", "data stats", "data instruct"} <= names
     for argv, sub in _all_commands():
         with pytest.raises(SystemExit):
             main([*argv, "--help"])

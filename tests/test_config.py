@@ -25,6 +25,10 @@ def _schema(folder: str):
         from ecgqa.meta.trainer import TrainMetaConfig
 
         return TrainMetaConfig
+    if folder == "lora":
+        from ecgqa.image_qa.train import TrainLoraConfig
+
+        return TrainLoraConfig
     raise AssertionError(f"configs/{folder}/ has no schema in tests/test_config.py")
 
 
@@ -53,6 +57,10 @@ def test_every_config_file_validates(path):
         from ecgqa.meta.trainer import validate
 
         validate(cfg)
+    if folder == "lora":
+        from ecgqa.image_qa.train import validate as validate_lora
+
+        validate_lora(cfg)
     assert cfg is not None
 
 

@@ -44,9 +44,24 @@ def config_help(cls, prefix: str = "") -> list[str]:
     return lines
 
 
+def resolve_config(cls, args: argparse.Namespace):
+    """The run's config from ``--config``, ``--resume``, ``--report-to`` and dotted overrides;
+    None after printing every key when ``--help-config`` was given (shared by the recipes)."""
+    from ecgqa.config import load_config
+
+    if args.help_config:
+        print("config keys (default): help\n" + "\n".join(config_help(cls)))
+        return None
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("train.resume=true")
+    if args.report_to:
+        overrides.append(f"train.report_to={args.report_to}")
+    return load_config(cls, args.config, overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run meta-training as ``args`` say; user errors raise (the caller prints one line)."""
-    from ecgqa.config import load_config
     from ecgqa.meta.trainer import (
         MetaTrainer,
         TrainMetaConfig,
@@ -55,15 +70,9 @@ def run(args: argparse.Namespace) -> int:
         validate,
     )
 
-    if args.help_config:
-        print("config keys (default): help\n" + "\n".join(config_help(TrainMetaConfig)))
+    cfg = resolve_config(TrainMetaConfig, args)
+    if cfg is None:
         return 0
-    overrides = list(args.overrides)
-    if args.resume:
-        overrides.append("train.resume=true")
-    if args.report_to:
-        overrides.append(f"train.report_to={args.report_to}")
-    cfg = load_config(TrainMetaConfig, args.config, overrides)
     validate(cfg)
     acc = make_accelerator(cfg)
     trainer = MetaTrainer(cfg, acc).setup()

@@ -61,12 +61,9 @@ def render(record: EcgRecord, *, style: PlotStyle | None = None, start_s: float 
 
     style = style or PlotStyle()
     record = _baseline_removed(record, style.highpass_hz)
-    twelve = all(lead in record.leads for lead in STANDARD_LEADS)
-    rows = _rows_12(rhythm_lead) if twelve else _rows_strips(record)
-    seconds = 10.0
+    rows = _rows_12(rhythm_lead) if _is_twelve(record) else _rows_strips(record)
     left, cal = 5.0, 0.2 * style.speed_mm_s + 4.0
-    width = left + cal + seconds * style.speed_mm_s + 5.0
-    height = len(rows) * style.row_height_mm + 12.0
+    width, height = paper_size_mm(record, style)
     fig = Figure(figsize=(width / 25.4, height / 25.4), dpi=style.dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
@@ -84,6 +81,18 @@ def render(record: EcgRecord, *, style: PlotStyle | None = None, start_s: float 
     ax.text(left, height - 4.0, title if title is not None else _title(record, style),
             fontsize=7, va="center", family="monospace")
     return fig
+
+
+def paper_size_mm(record: EcgRecord, style: PlotStyle | None = None) -> tuple[float, float]:
+    """Width and height in mm of the paper :func:`render` draws ``record`` on."""
+    style = style or PlotStyle()
+    n_rows = len(LAYOUT_3X4) + 1 if _is_twelve(record) else len(record.leads)
+    width = 5.0 + (0.2 * style.speed_mm_s + 4.0) + 10.0 * style.speed_mm_s + 5.0
+    return width, n_rows * style.row_height_mm + 12.0
+
+
+def _is_twelve(record: EcgRecord) -> bool:
+    return all(lead in record.leads for lead in STANDARD_LEADS)
 
 
 def plot_ecg(record: EcgRecord, out: str | os.PathLike, **kwargs) -> Path:

@@ -1,0 +1,555 @@
+"""ImageQaModel: an ECG image -> image tokens in an LLM's prompt, the LLM tuned with LoRA.
+
+Data flow of one batch (shapes at each step)::
+
+    PIL images --preprocess--> pixels (B, 3, H, W) in [-1, 1]
+    pixels --image encoder (small CNN)--> feats (B, n, d_enc)            [train_vision]
+    feats --projector--> image tokens (B, m, d_llm)                      [train_vision]
+    prompt pieces + image tokens + answers --splice--> inputs_embeds (B, T, d_llm)
+    --LLM body with LoRA on q/k/v/o/gate/up/down--> hidden (B, T, d_llm)
+    --lm_head at answer positions only--> log p(answer tokens)
+
+The LLM is wrapped by ``peft`` (``LoraConfig(task_type="CAUSAL_LM")``); its base weights,
+``lm_head`` and ``embed_tokens`` stay frozen and carry no adapter. A local Hugging Face
+multimodal model (LLaVA, Mllama) replaces the small encoder with its own vision tower and
+processor (:mod:`ecgqa.image_qa.hf_multimodal`); LoRA then goes on its language model only.
+
+Which parts train is decided in the constructor alone: LoRA weights always, the image
+encoder and projector when ``train_vision`` is true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from ecgqa.config import ConfigError, field, from_dict, save_config
+from ecgqa.models.llm import LlmConfig, LlmError, load_llm
+from ecgqa.models.projectors import build_projector
+from ecgqa.registry import IMAGE_ENCODERS, PROJECTORS
+
+FORMAT_VERSION = 1
+MARKER = "<image>"
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "image_qa.yaml"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+NEVER_ADAPTED = ("lm_head", "embed_tokens")
+
+
+@dataclass
+class LoraSettings:
+    rank: int = field(8, help="LoRA rank r")
+    alpha: float = field(16.0, help="LoRA alpha (scale alpha / r)")
+    dropout: float = field(0.05, help="dropout on the LoRA input")
+    target_modules: list[str] = field(LORA_TARGETS, help="module names that get an adapter "
+                                      "(attention and MLP projections; never lm_head or "
+                                      "embed_tokens)")
+
+
+@dataclass
+class ImageQaConfig:
+    llm: LlmConfig = field(LlmConfig(), help="the language model (frozen base, LoRA on top)")
+    image_size: list[int] = field([256, 512], help="[height, width] images are resized to")
+    image_encoder: str = field("cnn", help="registered image encoder (cnn)")
+    encoder_kwargs: dict = field({}, help="image encoder arguments (widths, out_dim)")
+    projector: str = field("attention", help="linear, mlp, attention or qformer")
+    projector_kwargs: dict = field({}, help="extra projector arguments (dim, heads, ...)")
+    n_image_tokens: int = field(16, help="image tokens spliced into the prompt")
+    lora: LoraSettings = field(LoraSettings(), help="the LoRA adapter on the LLM")
+    train_vision: bool = field(True, help="train the image encoder and projector too (needed "
+                               "when they start random); false: LoRA weights only")
+    hf_multimodal: str | None = field(None, help="local folder of a LLaVA or Mllama model: its "
+                                      "own vision tower and processor replace the small "
+                                      "encoder (llm.dtype/quantization still apply)")
+    prompt_file: str | None = field(None, help="prompt YAML (default prompts/image_qa.yaml)")
+    score_normalise: str = field("mean", help="option scores: mean (length-normalised) or sum "
+                                 "of token log-probabilities")
+    max_new_tokens: int = field(24, help="generation length limit")
+
+
+def validate_model(cfg: ImageQaConfig) -> None:
+    """Check values that would fail late, before any model is loaded."""
+    if len(cfg.image_size) != 2 or min(cfg.image_size) < 8:
+        raise ConfigError(f"model.image_size {cfg.image_size}: give [height, width], each >= 8")
+    if cfg.hf_multimodal is None and cfg.image_encoder not in IMAGE_ENCODERS:
+        raise ConfigError(f"model.image_encoder {cfg.image_encoder!r}: use one of "
+                          f"{', '.join(IMAGE_ENCODERS.names())}")
+    if cfg.hf_multimodal is None and cfg.projector not in PROJECTORS:
+        raise ConfigError(f"model.projector {cfg.projector!r}: use one of "
+                          f"{', '.join(PROJECTORS.names())}")
+    if cfg.hf_multimodal is not None and not (Path(cfg.hf_multimodal).expanduser()
+                                              / "config.json").is_file():
+        raise ConfigError(f"model.hf_multimodal {cfg.hf_multimodal}: no config.json there; "
+                          "give a local LLaVA / Mllama folder saved with save_pretrained")
+    bad = [t for t in cfg.lora.target_modules if t.split(".")[-1] in NEVER_ADAPTED]
+    if bad:
+        raise ConfigError(f"model.lora.target_modules {bad}: lm_head and embed_tokens stay "
+                          "frozen without adapters; remove them")
+    if not cfg.lora.target_modules or cfg.lora.rank < 1 or not 0 <= cfg.lora.dropout < 1:
+        raise ConfigError("model.lora needs target_modules, rank >= 1 and 0 <= dropout < 1")
+    if cfg.score_normalise not in ("mean", "sum"):
+        raise ConfigError("model.score_normalise must be mean or sum")
+    if cfg.n_image_tokens < 1:
+        raise ConfigError("model.n_image_tokens must be >= 1")
+
+
+def check_quantized_training(cfg: ImageQaConfig) -> None:
+    """QLoRA (a 4/8-bit base) trains on CUDA only."""
+    if cfg.llm.quantization not in (None, "none") and not torch.cuda.is_available():
+        raise LlmError(f"model.llm.quantization {cfg.llm.quantization}: QLoRA training needs a "
+                       "CUDA GPU; on the CPU set model.llm.quantization=none")
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """The prompt YAML: first turn (with the image slot), later turns, answer format."""
+
+    first: str
+    next: str
+    system: str = ""
+    answer: str = " {answer}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> ImagePrompt:
+        p = Path(path) if path else DEFAULT_PROMPTS
+        try:
+            data = yaml.safe_load(p.read_text())
+            out = cls(first=data["first"], next=data["next"], system=data.get("system", ""),
+                      answer=data.get("answer", " {answer}"))
+        except OSError as err:
+            raise ConfigError(f"{p}: cannot read prompt file ({err.strerror})") from None
+        except (KeyError, TypeError, yaml.YAMLError):
+            raise ConfigError(f"{p}: a prompt file needs 'first' and 'next' texts") from None
+        if out.first.count(MARKER) != 1:
+            raise ConfigError(f"{p}: 'first' must hold {MARKER} exactly once")
+        return out
+
+    def turn_text(self, question: str, index: int) -> str:
+        body = self.first if index == 0 else self.next
+        question = " ".join(question.replace(MARKER, " ").split())
+        return body.replace("{system}", self.system).replace("{question}", question)
+
+    def answer_text(self, answer: str | Sequence[str]) -> str:
+        return self.answer.replace("{answer}", answer if isinstance(answer, str)
+                                   else ", ".join(answer))
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Token ids of one conversation: the image goes between ``pieces[0]`` and ``pieces[1]``;
+    ``targets[i]`` says whether piece ``i`` is an answer (trained on)."""
+
+    pieces: tuple[tuple[int, ...], ...]
+    targets: tuple[bool, ...]
+
+
+def encode_conversation(prompt: ImagePrompt, tokenizer, turns: Sequence[tuple[str, str | None]]
+                        ) -> Conversation:
+    """Tokenise ``(human, gpt)`` turns; a last answer of None leaves the prompt open."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    pieces, targets = [], []
+    for i, (human, answer) in enumerate(turns):
+        text = prompt.turn_text(human, i)
+        parts = text.split(MARKER) if i == 0 else [text]
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in parts]
+        if i == 0:
+            ids[0] = bos + ids[0]
+        pieces += ids
+        targets += [False] * len(ids)
+        if answer is not None:
+            pieces.append(encode_answer(prompt, tokenizer, answer))
+            targets.append(True)
+    return Conversation(tuple(tuple(p) for p in pieces), tuple(targets))
+
+
+def encode_answer(prompt: ImagePrompt, tokenizer, answer: str | Sequence[str]) -> list[int]:
+    """Answer tokens followed by EOS."""
+    ids = tokenizer(prompt.answer_text(answer), add_special_tokens=False)["input_ids"]
+    return list(ids) + [tokenizer.eos_token_id]
+
+
+# --------------------------------------------------------------------------- image side
+
+
+class ConvImageEncoder(nn.Module):
+    """Stride-2 conv blocks: ``(b, 3, H, W)`` -> a grid of feature tokens ``(b, n, out_dim)``,
+    ``n = (H / 2^k) * (W / 2^k)`` for ``k`` blocks."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 128, 256), out_dim: int = 256):
+        super().__init__()
+        blocks, c = [], 3
+        for w in widths:
+            blocks += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(1, w), nn.GELU()]
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.out = nn.Linear(c, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        grid = self.blocks(pixels)                                   # (b, c, h, w)
+        return self.out(grid.flatten(2).transpose(1, 2))             # (b, h*w, out_dim)
+
+
+@IMAGE_ENCODERS.register("cnn")
+def cnn(widths: Sequence[int] = (32, 64, 128, 128, 256), out_dim: int = 256) -> nn.Module:
+    return ConvImageEncoder(widths, out_dim)
+
+
+def load_image(image):
+    """A PIL image, or a path to one, as RGB."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as im:
+                return im.convert("RGB")
+        except OSError as err:
+            raise FileNotFoundError(f"{image}: cannot read image ({err})") from None
+    return image.convert("RGB")
+
+
+def preprocess(images: Sequence, size: Sequence[int]) -> torch.Tensor:
+    """PIL images (or paths) -> ``(B, 3, H, W)`` float in [-1, 1], resized to ``size``."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = int(size[0]), int(size[1])
+    out = []
+    for im in images:
+        arr = np.asarray(load_image(im).resize((w, h), Image.BILINEAR), dtype=np.float32)
+        out.append(torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0)   # (3, H, W)
+    return torch.stack(out)
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def add_lora(llm: nn.Module, settings: LoraSettings, target_modules=None,
+             modules_to_save=None):
+    """Wrap ``llm`` with a fresh peft LoRA adapter; nothing on lm_head / embed_tokens.
+
+    Args:
+        target_modules: module names or a regex (default ``settings.target_modules``).
+        modules_to_save: whole modules trained and saved with the adapter.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    conf = LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
+                      lora_dropout=settings.dropout, task_type="CAUSAL_LM", bias="none",
+                      target_modules=target_modules or list(settings.target_modules),
+                      modules_to_save=modules_to_save)
+    model = get_peft_model(llm, conf)
+    check_lora_placement(model)
+    return model
+
+
+def lora_module_names(model: nn.Module) -> list[str]:
+    """Names of modules that carry a LoRA adapter."""
+    from peft.tuners.lora import LoraLayer
+
+    return [n for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+def check_lora_placement(model: nn.Module) -> None:
+    names = lora_module_names(model)
+    if not names:
+        raise ConfigError("model.lora.target_modules matched no module of the LLM; use names "
+                          "such as q_proj, v_proj, gate_proj")
+    bad = [n for n in names if any(part in NEVER_ADAPTED for part in n.split("."))]
+    if bad:
+        raise ConfigError(f"LoRA on {bad[0]}: lm_head and embed_tokens must stay without "
+                          "adapters")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class ImageBatch:
+    """Model-ready inputs: pixels and tokenised conversations."""
+
+    pixels: torch.Tensor                 # (B, 3, H, W)
+    conversations: list[Conversation]
+
+
+class ImageQaModel(nn.Module):
+    """Small image encoder + projector + LoRA-wrapped LLM."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, llm, tokenizer,
+                 cfg: ImageQaConfig, prompt: ImagePrompt):
+        super().__init__()
+        self.encoder, self.projector, self.llm = encoder, projector, llm
+        self.tokenizer, self.cfg, self.prompt = tokenizer, cfg, prompt
+        trainable = not _inference_mode(llm)        # False: loaded for inference only
+        for p in [*self.encoder.parameters(), *self.projector.parameters()]:
+            p.requires_grad_(trainable and cfg.train_vision)
+        for name, p in self.llm.named_parameters():
+            p.requires_grad_(trainable and "lora_" in name)
+        causal = self.causal_lm
+        scale = getattr(causal.get_input_embeddings(), "embed_scale", None)
+        self.embed_scale = float(scale) if scale is not None else 1.0
+        self.softcap = getattr(causal.config, "final_logit_softcapping", None)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def build(cls, cfg: ImageQaConfig, adapter: str | os.PathLike | None = None,
+              trainable: bool = True) -> ImageQaModel:
+        """Load the LLM, add LoRA (fresh, or from ``adapter``), build encoder + projector."""
+        validate_model(cfg)
+        if cfg.hf_multimodal:
+            from ecgqa.image_qa.hf_multimodal import HfImageQaModel
+
+            return HfImageQaModel.build(cfg, adapter, trainable)
+        llm, tok = load_llm(cfg.llm)
+        encoder = IMAGE_ENCODERS.build(cfg.image_encoder, **cfg.encoder_kwargs)
+        projector = build_projector(cfg.projector, d_enc=encoder.out_dim,
+                                    d_llm=llm.config.hidden_size, n_tokens=cfg.n_image_tokens,
+                                    **cfg.projector_kwargs)
+        llm = _wrap_lora(llm, cfg, adapter, trainable)
+        encoder.to(llm.device)
+        projector.to(llm.device)
+        return cls(encoder, projector, llm, tok, cfg, ImagePrompt.load(cfg.prompt_file))
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The causal LM inside the peft wrapper (LoRA layers injected in place)."""
+        return self.llm.get_base_model()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    @property
+    def device(self) -> torch.device:
+        return self.causal_lm.get_input_embeddings().weight.device
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.causal_lm.get_input_embeddings().weight.dtype
+
+    # ------------------------------------------------------------------ inputs
+
+    def make_batch(self, images: Sequence, turns: Sequence[Sequence[tuple[str, str | None]]]
+                   ) -> ImageBatch:
+        """Preprocess images (PIL or paths) and tokenise conversations (one per image)."""
+        pixels = preprocess(images, self.cfg.image_size)
+        convs = [encode_conversation(self.prompt, self.tokenizer, t) for t in turns]
+        return ImageBatch(pixels, convs)
+
+    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, m, d_llm)`` at the LLM's embedding scale."""
+        dev = next(self.encoder.parameters()).device
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(
+                p.requires_grad for p in self.projector.parameters())):
+            feats = self.encoder(pixels.to(dev))                        # (B, n, d_enc)
+            tokens = self.projector(feats)                              # (B, m, d_llm)
+        return (tokens * self.embed_scale).to(self._dtype)
+
+    def splice(self, batch: ImageBatch, img_tok: torch.Tensor):
+        """Text pieces with the image tokens after piece 0; right-padded.
+
+        Returns:
+            inputs_embeds (B, T, d), attention_mask (B, T), targets (B, T): the token each
+            position must predict, -100 where there is no loss (only answer tokens have one).
+        """
+        lengths = [len(p) for c in batch.conversations for p in c.pieces]
+        flat = [i for c in batch.conversations for p in c.pieces for i in p]
+        emb = self.causal_lm.get_input_embeddings()(
+            torch.as_tensor(flat, dtype=torch.long, device=self.device))
+        embedded = iter(emb.split(lengths))                                  # (len, d) each
+        rows, labels = [], []
+        for b, conv in enumerate(batch.conversations):
+            parts, lab = [], []
+            for i, (piece, is_target) in enumerate(zip(conv.pieces, conv.targets)):
+                if i == 1:
+                    parts.append(img_tok[b])
+                    lab.append(torch.full((img_tok.shape[1],), -100))
+                parts.append(next(embedded))
+                lab.append(torch.tensor(piece, dtype=torch.long) if is_target
+                           else torch.full((len(piece),), -100))
+            rows.append(torch.cat(parts))                                    # (T_b, d)
+            lab = torch.cat(lab)
+            labels.append(torch.cat([lab[1:], torch.tensor([-100])]))        # next token
+        return _pad(rows, [t.to(self.device) for t in labels])
+
+    # ------------------------------------------------------------------ LLM side
+
+    def _body(self):
+        causal = self.causal_lm
+        return getattr(causal, causal.base_model_prefix)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.causal_lm.get_output_embeddings()(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def token_logprobs(self, emb, att, tgt) -> torch.Tensor:
+        """log p(target) where there is a target (lm_head only there). ``(N,)``"""
+        hidden = self._body()(inputs_embeds=emb, attention_mask=att,
+                              use_cache=False).last_hidden_state             # (B, T, d)
+        where = tgt != -100
+        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)        # (N, V)
+        return logp.gather(1, tgt[where].unsqueeze(1)).squeeze(1)
+
+    def loss(self, batch: ImageBatch) -> torch.Tensor:
+        """Mean negative log-likelihood of the answer tokens (teacher forcing)."""
+        emb, att, tgt = self.splice(batch, self.image_tokens(batch.pixels))
+        return -self.token_logprobs(emb, att, tgt).mean()
+
+    # ------------------------------------------------------------------ answering
+
+    @torch.no_grad()
+    def option_logprobs(self, images: Sequence, questions: Sequence[str],
+                        options: Sequence[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed and mean log p of each option's tokens (+EOS) after the whole prompt.
+
+        Returns:
+            ``(logp_sum, logp_mean)``, each ``(B, K)`` (-inf where sample b has fewer options).
+        """
+        sums, means = [], []
+        for b, (image, q) in enumerate(zip(images, questions)):
+            opts = options[b]
+            batch = self.make_batch([image] * len(opts), [[(q, o)] for o in opts])
+            emb, att, tgt = self.splice(batch, self.image_tokens(batch.pixels))
+            tok = self.token_logprobs(emb, att, tgt)                          # (N,)
+            counts = (tgt != -100).sum(1)                                     # (K,)
+            per = torch.stack([s.sum() for s in tok.split(counts.tolist())])
+            sums.append(per)
+            means.append(per / counts)
+        return _pad_scores(sums), _pad_scores(means)
+
+    def score_options(self, images: Sequence, questions: Sequence[str],
+                      options: Sequence[Sequence]) -> torch.Tensor:
+        """Probabilities over each sample's options ``(B, K)`` (softmax of the
+        ``score_normalise`` log-probabilities); an option is a string or a list of terms."""
+        logp_sum, logp_mean = self.option_logprobs(images, questions, options)
+        return torch.softmax(logp_mean if self.cfg.score_normalise == "mean" else logp_sum, -1)
+
+    @torch.no_grad()
+    def generate(self, image, question: str, streamer=None,
+                 max_new_tokens: int | None = None) -> str:
+        """Greedy answer to one question about one image (``streamer`` gets text as it comes)."""
+        batch = self.make_batch([image], [[(question, None)]])
+        emb, att, _ = self.splice(batch, self.image_tokens(batch.pixels))
+        out = self.causal_lm.generate(inputs_embeds=emb, attention_mask=att, do_sample=False,
+                                      max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      streamer=streamer)
+        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(self, out: str | os.PathLike) -> Path:
+        """Write the peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``),
+        ``vision.safetensors`` (image encoder + projector) and ``config.yaml``. No pickles."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.llm.save_pretrained(str(out), safe_serialization=True)
+        self._save_vision(out)
+        save_config(SavedImageQa(model=self.cfg, prompt=dataclasses.asdict(self.prompt),
+                                 format_version=FORMAT_VERSION), out / "config.yaml")
+        return out
+
+    def _save_vision(self, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        state |= {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        tmp = out / f".vision.{os.getpid()}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, out / "vision.safetensors")
+
+    def _load_vision(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "vision.safetensors"))
+        for name in ("encoder", "projector"):
+            part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(name + ".")}
+            getattr(self, name).load_state_dict(part)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, trainable: bool = False,
+                        **llm_overrides) -> ImageQaModel:
+        """Rebuild from a folder written by :meth:`save_pretrained` alone: the base LLM from
+        the saved config, then the peft adapter (``PeftModel.from_pretrained``); in eval
+        mode and frozen unless ``trainable``."""
+        folder = Path(folder)
+        cfg, prompt = load_saved_config(folder)
+        if llm_overrides:
+            cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, **llm_overrides))
+        model = cls.build(cfg, adapter=folder, trainable=trainable)
+        model.prompt = prompt
+        if (folder / "vision.safetensors").is_file():
+            model._load_vision(folder)
+        return model.train(trainable)
+
+
+@dataclass
+class SavedImageQa:
+    model: ImageQaConfig
+    prompt: dict
+    format_version: int = FORMAT_VERSION
+
+
+def load_saved_config(folder: Path) -> tuple[ImageQaConfig, ImagePrompt]:
+    if not (folder / "config.yaml").is_file() or not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no config.yaml + adapter_config.json (not a saved "
+                                "ecgqa LoRA adapter)")
+    data = yaml.safe_load((folder / "config.yaml").read_text())
+    return from_dict(ImageQaConfig, data["model"], "model."), ImagePrompt(**data["prompt"])
+
+
+def _wrap_lora(llm, cfg: ImageQaConfig, adapter, trainable: bool, target_modules=None,
+               modules_to_save=None):
+    if cfg.llm.quantization not in (None, "none") and trainable:
+        check_quantized_training(cfg)
+        from peft import prepare_model_for_kbit_training
+
+        llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=False)
+    if adapter is None:
+        return add_lora(llm, cfg.lora, target_modules, modules_to_save)
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(llm, str(adapter), is_trainable=trainable)
+    check_lora_placement(model)
+    return model
+
+
+def _inference_mode(llm) -> bool:
+    """Whether the peft adapter was loaded for inference only (``is_trainable=False``)."""
+    conf = getattr(llm, "peft_config", {}).get("default")
+    return bool(getattr(conf, "inference_mode", False))
+
+
+def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
+    t, d = max(r.shape[0] for r in rows), rows[0].shape[1]
+    emb = rows[0].new_zeros((len(rows), t, d))
+    att = torch.zeros((len(rows), t), dtype=torch.long, device=rows[0].device)
+    tgt = torch.full((len(rows), t), -100, dtype=torch.long, device=rows[0].device)
+    for i, (r, g) in enumerate(zip(rows, targets)):
+        emb[i, : r.shape[0]] = r
+        att[i, : r.shape[0]] = 1
+        tgt[i, : g.shape[0]] = g
+    return emb, att, tgt
+
+
+def _pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
+    k = max(r.shape[0] for r in rows)
+    out = torch.full((len(rows), k), float("-inf"), device=rows[0].device)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
