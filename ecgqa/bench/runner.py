@@ -111,28 +111,27 @@ def run_suite(cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True) -
     validate(cfg)
     out = Path(out)
     data = prepare_data(cfg)
-    from ecgqa.meta.adapter import load_adapter
-
-    model, algo, meta = load_adapter(cfg.adapter)
-    if cfg.max_new_tokens is not None:
-        model.cfg.max_new_tokens = cfg.max_new_tokens
-    base = model.signal_cache(data.resolver, cfg.cache_dir)
     grid = cells(cfg, data.types)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
+    done = {c.id: _load_cell(out / "cells" / f"{c.id}.json", fingerprint(cfg, c)) for c in grid}
+    todo = [c for c in grid if done[c.id] is None]
+    from ecgqa.meta.adapter import load_adapter, load_meta_config
+
+    meta = load_meta_config(cfg.adapter)
+    if todo:                                  # the model loads only when a cell must run
+        model, algo, meta = load_adapter(cfg.adapter)
+        if cfg.max_new_tokens is not None:
+            model.cfg.max_new_tokens = cfg.max_new_tokens
+        base = model.signal_cache(data.resolver, cfg.cache_dir)
+        (out / "cells").mkdir(parents=True, exist_ok=True)
     bar = _progress(len(grid) * cfg.episodes, progress)
-    done = {}
-    for cell in grid:
-        path = out / "cells" / f"{cell.id}.json"
-        done[cell.id] = _load_cell(path, fingerprint(cfg, cell))
-        if done[cell.id] is not None:
-            bar.update(cfg.episodes)
-            continue
+    bar.update((len(grid) - len(todo)) * cfg.episodes)
+    for cell in todo:
         ctx = M.Context(model, algo, LeadSubset(base, parse_leads(cell.leads)),
                         meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
                         meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
                         cfg.options)
         done[cell.id] = run_cell(cfg, cell, data, ctx, bar)
-        _write_json(path, done[cell.id])
+        _write_json(out / "cells" / f"{cell.id}.json", done[cell.id])
     bar.close()
     results = collect(cfg, grid, done, meta)
     from ecgqa.bench.report import write_report
