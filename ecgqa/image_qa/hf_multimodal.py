@@ -32,11 +32,11 @@ from ecgqa.image_qa.model import (
     ImageQaConfig,
     ImageQaModel,
     _inference_mode,
-    _pad_scores,
     _wrap_lora,
     encode_answer,
     load_image,
 )
+from ecgqa.models.fusion import pad_scores
 from ecgqa.models.llm import LlmError, _dtype, _quantization
 from ecgqa.registry import Registry
 
@@ -173,7 +173,7 @@ class HfImageQaModel(ImageQaModel):
                                        for o in opts)]
             sums.append(torch.stack(per))
             means.append(torch.stack(per) / torch.tensor(counts, device=self.device))
-        return _pad_scores(sums), _pad_scores(means)
+        return pad_scores(sums), pad_scores(means)
 
     @torch.no_grad()
     def generate(self, image, question: str, streamer=None,

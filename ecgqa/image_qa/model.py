@@ -31,6 +31,7 @@ import yaml
 from torch import nn
 
 from ecgqa.config import ConfigError, field, from_dict, save_config
+from ecgqa.models.fusion import pad_embeddings, pad_scores
 from ecgqa.models.llm import LlmConfig, LlmError, load_llm
 from ecgqa.models.projectors import build_projector
 from ecgqa.registry import IMAGE_ENCODERS, PROJECTORS
@@ -382,7 +383,7 @@ class ImageQaModel(nn.Module):
             rows.append(torch.cat(parts))                                    # (T_b, d)
             lab = torch.cat(lab)
             labels.append(torch.cat([lab[1:], torch.tensor([-100])]))        # next token
-        return _pad(rows, [t.to(self.device) for t in labels])
+        return pad_embeddings(rows, [t.to(self.device) for t in labels])
 
     # ------------------------------------------------------------------ LLM side
 
@@ -429,7 +430,7 @@ class ImageQaModel(nn.Module):
             per = torch.stack([s.sum() for s in tok.split(counts.tolist())])
             sums.append(per)
             means.append(per / counts)
-        return _pad_scores(sums), _pad_scores(means)
+        return pad_scores(sums), pad_scores(means)
 
     def score_options(self, images: Sequence, questions: Sequence[str],
                       options: Sequence[Sequence]) -> torch.Tensor:
@@ -533,23 +534,3 @@ def _inference_mode(llm) -> bool:
     """Whether the peft adapter was loaded for inference only (``is_trainable=False``)."""
     conf = getattr(llm, "peft_config", {}).get("default")
     return bool(getattr(conf, "inference_mode", False))
-
-
-def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
-    t, d = max(r.shape[0] for r in rows), rows[0].shape[1]
-    emb = rows[0].new_zeros((len(rows), t, d))
-    att = torch.zeros((len(rows), t), dtype=torch.long, device=rows[0].device)
-    tgt = torch.full((len(rows), t), -100, dtype=torch.long, device=rows[0].device)
-    for i, (r, g) in enumerate(zip(rows, targets)):
-        emb[i, : r.shape[0]] = r
-        att[i, : r.shape[0]] = 1
-        tgt[i, : g.shape[0]] = g
-    return emb, att, tgt
-
-
-def _pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
-    k = max(r.shape[0] for r in rows)
-    out = torch.full((len(rows), k), float("-inf"), device=rows[0].device)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out

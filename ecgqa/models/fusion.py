@@ -245,7 +245,7 @@ class EcgQaModel(nn.Module):
                 tgt[prompt_len - 1: prompt_len - 1 + len(ans)] = torch.tensor(ans)
             rows.append(seq)
             targets.append(tgt)
-        return _pad(rows, targets)
+        return pad_embeddings(rows, targets)
 
     @torch.no_grad()
     def prefix_cache(self, batch: Batch) -> PrefixCache:
@@ -358,7 +358,7 @@ class EcgQaModel(nn.Module):
             s, m = self._score_one(batch, b, ecg_tok, options[b])
             sums.append(s)
             means.append(m)
-        logp_sum, logp_mean = _pad_scores(sums), _pad_scores(means)
+        logp_sum, logp_mean = pad_scores(sums), pad_scores(means)
         chosen = logp_mean if self.cfg.score_normalise == "mean" else logp_sum
         return OptionScores(logp_sum, logp_mean, torch.softmax(chosen, dim=-1))
 
@@ -460,7 +460,9 @@ def _load_encoder(cfg: ModelConfig) -> nn.Module:
     return build_encoder(cfg.encoder, **cfg.encoder_kwargs)
 
 
-def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
+def pad_embeddings(rows: list[torch.Tensor], targets: list[torch.Tensor]):
+    """Right-pad ``(T_i, d)`` rows and their targets: ``(B, T, d)`` embeddings, ``(B, T)``
+    attention mask and ``(B, T)`` targets (-100 on padding)."""
     t = max(r.shape[0] for r in rows)
     d = rows[0].shape[1]
     emb = rows[0].new_zeros((len(rows), t, d))
@@ -473,7 +475,8 @@ def _pad(rows: list[torch.Tensor], targets: list[torch.Tensor]):
     return emb, att, tgt
 
 
-def _pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
+def pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-sample option scores of different lengths, -inf where there is no option."""
     k = max(r.shape[0] for r in rows)
     out = torch.full((len(rows), k), float("-inf"), device=rows[0].device)
     for i, r in enumerate(rows):
