@@ -6,10 +6,7 @@ Kept free of torch imports so that building the ``ecgqa`` parser stays fast.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-
-REPORT_TO = ("wandb", "tensorboard", "none")
 
 DESCRIPTION = (
     "LoRA instruction tuning of an LLM on ECG images (LLaVA-format conversations from "
@@ -20,27 +17,15 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="run YAML, e.g. configs/lora/tiny.yaml "
-                   "(values only; see --help-config for every key)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT's latest "
-                   "checkpoint (same as train.resume=true)")
-    p.add_argument("--report-to", choices=REPORT_TO, default=None, help="experiment tracker "
-                   "(same as train.report_to; wandb runs offline unless you are logged in)")
-    p.add_argument("--help-config", action="store_true", help="list every config key with "
-                   "its default and help, then exit")
-    p.add_argument("overrides", nargs="*", help="dotted overrides: train.lr=1e-4 or "
-                   "--train.lr 1e-4")
+    from ecgqa.meta.run import add_recipe_arguments
+
+    add_recipe_arguments(p, "configs/lora/tiny.yaml", "train.lr=1e-4 or --train.lr 1e-4")
 
 
 def parse(argv: Sequence[str], prog: str, parser_class=argparse.ArgumentParser):
-    from ecgqa.meta.run import split_argv
+    from ecgqa.meta.run import parse_recipe
 
-    p = parser_class(prog=prog, description=DESCRIPTION)
-    add_arguments(p)
-    own, rest = split_argv(argv)
-    args = p.parse_args(own)
-    args.overrides = rest
-    return args
+    return parse_recipe(argv, prog, DESCRIPTION, add_arguments, parser_class)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,14 +63,6 @@ def is_user_error(err: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python ecgqa/train_lora.py`` / ``accelerate launch ecgqa/train_lora.py``."""
-    args = parse(sys.argv[1:] if argv is None else argv, "train_lora.py")
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("train_lora: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
-    except Exception as err:                      # noqa: BLE001 - user errors are one line
-        if not is_user_error(err):
-            raise
-        print(f"train_lora: error: {err}", file=sys.stderr)
-        return 2
+    from ecgqa.meta.run import recipe_main
+
+    return recipe_main("train_lora", argv, parse, run, is_user_error)

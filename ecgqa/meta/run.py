@@ -16,8 +16,10 @@ DESCRIPTION = (
     "data-parallel episodes on several processes.")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="run YAML, e.g. configs/meta/default.yaml "
+def add_recipe_arguments(p: argparse.ArgumentParser, config_example: str,
+                         override_example: str) -> None:
+    """The options every training recipe takes (train_meta.py, train_lora.py)."""
+    p.add_argument("--config", default=None, help=f"run YAML, e.g. {config_example} "
                    "(values only; see --help-config for every key)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's latest "
                    "checkpoint (same as train.resume=true)")
@@ -26,8 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "unless you are logged in)")
     p.add_argument("--help-config", action="store_true", help="list every config key with "
                    "its default and help, then exit")
-    p.add_argument("overrides", nargs="*", help="dotted overrides: meta.inner_lr=0.05 or "
-                   "--meta.inner_lr 0.05")
+    p.add_argument("overrides", nargs="*", help=f"dotted overrides: {override_example}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(p, "configs/meta/default.yaml",
+                         "meta.inner_lr=0.05 or --meta.inner_lr 0.05")
 
 
 def config_help(cls, prefix: str = "") -> list[str]:
@@ -122,28 +128,39 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return own, rest
 
 
-def parse(argv: Sequence[str], prog: str, parser_class=argparse.ArgumentParser):
-    p = parser_class(prog=prog, description=DESCRIPTION)
-    add_arguments(p)
+def parse_recipe(argv: Sequence[str], prog: str, description: str, add,
+                 parser_class=argparse.ArgumentParser) -> argparse.Namespace:
+    """A recipe's own options (added by ``add``), dotted overrides in ``args.overrides``."""
+    p = parser_class(prog=prog, description=description)
+    add(p)
     own, rest = split_argv(argv)
     args = p.parse_args(own)
     args.overrides = rest
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python ecgqa/train_meta.py`` / ``accelerate launch ecgqa/train_meta.py``."""
-    args = parse(sys.argv[1:] if argv is None else argv, "train_meta.py")
+def parse(argv: Sequence[str], prog: str, parser_class=argparse.ArgumentParser):
+    return parse_recipe(argv, prog, DESCRIPTION, add_arguments, parser_class)
+
+
+def recipe_main(name: str, argv: Sequence[str] | None, parse, run, is_user_error) -> int:
+    """Entry point of a recipe script: user errors are one line (exit 2), Ctrl-C exits 130."""
+    args = parse(sys.argv[1:] if argv is None else argv, f"{name}.py")
     try:
         return run(args)
     except KeyboardInterrupt:
-        print("train_meta: interrupted (resume with --resume)", file=sys.stderr)
+        print(f"{name}: interrupted (resume with --resume)", file=sys.stderr)
         return 130
     except Exception as err:                      # noqa: BLE001 - user errors are one line
         if not is_user_error(err):
             raise
-        print(f"train_meta: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python ecgqa/train_meta.py`` / ``accelerate launch ecgqa/train_meta.py``."""
+    return recipe_main("train_meta", argv, parse, run, is_user_error)
 
 
 def is_user_error(err: BaseException) -> bool:
