@@ -15,17 +15,30 @@ Data flow of one question::
 
 With ``shots`` the projector is first adapted on a few ECG-QA-schema examples (the
 adapter's own inner loop), so answers follow the user's labelled examples.
+
+The image modality (a LoRA image adapter written by ``ecgqa train-lora``) answers the same
+questions the same way about a picture of an ECG::
+
+    --image photo/scan/PNG --read_image--> RGB image ----------------------+
+    --ecg file --read_record--> EcgRecord --render_image (the adapter's     +--> ImageQaModel
+                   training size, plain printout)--> RGB image ------------+
+        --score_options (closed) / generate (open)--> Answer
+
+:class:`ImageSession` has the surface :func:`repl` and :func:`run` use (``ask``,
+``summary``, ``plot``, ``set_leads``); both sessions answer through :func:`decide`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -218,6 +231,7 @@ class Answer:
         adapter: the adapter folder (or "default").
         leads: the leads the model saw (None: all).
         shots: the few-shot adaptation report, when there was one.
+        modality: ``signal`` (the ECG's samples) or ``image`` (a picture of the ECG).
     """
 
     question: str
@@ -230,6 +244,7 @@ class Answer:
     adapter: str
     leads: list[str] | None = None
     shots: dict | None = None
+    modality: str = "signal"
     disclaimer: str = DISCLAIMER
 
     def to_json(self) -> dict:
@@ -262,6 +277,28 @@ class ChatSample:
     question: str
     ecg_ids: tuple[int, ...]
     answer: tuple[str, ...] = ()
+
+
+def decide(kind: QuestionKind, threshold: float, score, generate
+           ) -> tuple[str, list[Option], float | None]:
+    """Answer a classified question with a model's two answering functions.
+
+    Args:
+        kind: from :func:`classify_question`.
+        threshold: below this top-option probability the answer is ``"not sure"``.
+        score: ``options -> probabilities`` (one per option, summing to 1); closed questions.
+        generate: ``() -> text``; open questions.
+
+    Returns:
+        ``(answer, options most likely first, confidence)``; ``([], None)`` when open.
+    """
+    if not kind.options:
+        return generate(), [], None
+    probs = score(kind.options)
+    options = sorted((Option(o, float(p)) for o, p in zip(kind.options, probs)),
+                     key=lambda o: -o.prob)
+    confidence = options[0].prob
+    return (options[0].text if confidence >= threshold else NOT_SURE), options, confidence
 
 
 # --------------------------------------------------------------------------- signals
@@ -335,6 +372,8 @@ class Session:
         ChatError: a bad option, adapter or examples file.
     """
 
+    modality = "signal"
+
     def __init__(self, records: Sequence[str | os.PathLike], adapter: str | os.PathLike =
                  "default", *, shots: str | os.PathLike | None = None,
                  shots_records: str | os.PathLike | None = None,
@@ -381,18 +420,17 @@ class Session:
                             "ecgqa chat --ecg FIRST --ecg SECOND")
         sample = ChatSample(" ".join(question.split()), tuple(range(len(self.records))))
         batch = self.model.make_batch([sample], self.signals, with_answers=False)
-        options, confidence = [], None
-        if kind.options:
-            scores = self.model.score_options(batch, [[[o] for o in kind.options]],
+
+        def score(options):
+            scores = self.model.score_options(batch, [[[o] for o in options]],
                                               projector=self.projector)
-            probs = scores.probs[0, : len(kind.options)].tolist()
-            options = sorted((Option(o, float(p)) for o, p in zip(kind.options, probs)),
-                             key=lambda o: -o.prob)
-            confidence = options[0].prob
-            text = options[0].text if confidence >= self.threshold else NOT_SURE
-        else:
+            return scores.probs[0, : len(options)].tolist()
+
+        def generate():
             streamer = _streamer(self.model.tokenizer, stream) if stream is not None else None
-            text = self.model.generate(batch, 0, streamer=streamer, projector=self.projector)
+            return self.model.generate(batch, 0, streamer=streamer, projector=self.projector)
+
+        text, options, confidence = decide(kind, self.threshold, score, generate)
         return Answer(question=sample.question, answer=text, kind=kind.kind, options=options,
                       confidence=confidence, threshold=self.threshold, records=self.paths,
                       adapter=self.adapter, leads=list(self.leads) if self.leads else None,
@@ -476,13 +514,45 @@ def _check_options(records, threshold: float, max_shots: int) -> None:
 
 
 def _adapter_folder(adapter) -> Path:
+    """The folder of a signal adapter (a train-meta output folder, or "default")."""
+    kind, folder = adapter_kind(adapter)
+    if kind == "image":
+        raise ChatError(f"--adapter {adapter} is a LoRA image adapter (ecgqa train-lora); ask "
+                        "about a picture of the ECG with --modality image (or --image FILE), "
+                        "or give a train-meta adapter")
+    return folder
+
+
+def adapter_kind(adapter: str | os.PathLike) -> tuple[str, Path]:
+    """The modality an adapter answers in, and the folder to load it from.
+
+    ``"default"`` and a ``train-meta`` folder (``config.yaml`` + ``meta.yaml``) are
+    ``"signal"``. A ``train-lora`` adapter (peft's ``adapter_config.json`` + ``config.yaml``;
+    ``vision.safetensors`` holds its image encoder), or a ``train-lora`` output folder with
+    one in ``adapter/``, is ``"image"``.
+
+    Raises:
+        ChatError: the folder is neither.
+
+    Example:
+        >>> adapter_kind("out/lora-300")
+        ('image', PosixPath('out/lora-300/adapter'))
+    """
     from ecgqa.meta.adapter import AdapterError, resolve_adapter
 
+    folder = Path(adapter).expanduser()
+    if str(adapter) != "default":
+        for candidate in (folder, folder / "adapter"):
+            if (candidate / "adapter_config.json").is_file() and \
+                    (candidate / "config.yaml").is_file():
+                return "image", candidate
     try:
-        return resolve_adapter(adapter)
-    except AdapterError as err:
-        raise ChatError(f"adapter {err}; give --adapter DIR (a train-meta output folder) "
-                        "or leave it out for the shipped default") from None
+        return "signal", resolve_adapter(adapter)
+    except AdapterError:
+        raise ChatError(f"adapter {folder}: not a saved adapter; give --adapter DIR, a "
+                        "train-meta output folder (config.yaml + meta.yaml) or a train-lora "
+                        "adapter (adapter_config.json + vision.safetensors), or leave it out "
+                        "for the shipped signal adapter") from None
 
 
 def _load_model(folder: Path, with_algorithm: bool):
@@ -555,6 +625,238 @@ def _find_index(shots: Path) -> Path:
 
     raise EcgQaError(f"{shots}: no records_index.csv beside it or above; give --records "
                      "(records index CSV, PTB-XL or MIMIC-IV-ECG folder)")
+
+
+# --------------------------------------------------------------------------- images
+
+
+MIN_IMAGE_PX = 16
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How a record is drawn for an image adapter: as its training images were.
+
+    Attributes:
+        size: ``(height, width)`` in pixels.
+        source: where ``size`` was read: the training data's ``meta.json``, or the
+            adapter's ``model.image_size`` when that is not found.
+    """
+
+    size: tuple[int, int]
+    source: str
+
+    def render(self, record: EcgRecord):
+        """The plain 12-lead printout of ``record`` as an RGB ``PIL.Image`` of ``size``."""
+        from ecgqa.image_qa.render import Variation, render_image
+
+        return render_image(record, self.size, Variation.none())
+
+
+def render_settings(adapter: str | os.PathLike) -> RenderSettings:
+    """The rendering the adapter's training images had, to draw a record the same way.
+
+    ``ecgqa train-lora`` writes ``RUN/config.yaml`` (``data.path``) beside ``RUN/adapter``,
+    and ``ecgqa data instruct`` writes ``meta.json`` (``size``, ``variation``) beside its
+    images. Where that chain is found (``data.path`` absolute, or relative to the current
+    folder or to a folder above the adapter) its ``size`` is used; else the adapter's
+    ``model.image_size`` (every image is resized to it anyway). The random look of
+    training (``variation``) is augmentation: records are drawn as the plain printout, so
+    the same record always gives the same pixels.
+
+    Args:
+        adapter: a ``train-lora`` adapter folder (with ``config.yaml``).
+    """
+    import yaml
+
+    folder = Path(adapter)
+    model = yaml.safe_load((folder / "config.yaml").read_text())["model"]
+    meta = _training_meta(folder)
+    if meta is not None:
+        try:
+            height, width = (int(v) for v in json.loads(meta.read_text())["size"])
+            return RenderSettings((height, width), str(meta))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass                                      # unreadable: fall back to the model's
+    height, width = (int(v) for v in model["image_size"])
+    return RenderSettings((height, width), f"{folder / 'config.yaml'} model.image_size")
+
+
+def _training_meta(adapter: Path) -> Path | None:
+    """``meta.json`` of the instruction data the adapter was trained on, if it is found."""
+    import yaml
+
+    try:
+        data = Path(str(yaml.safe_load((adapter.parent / "config.yaml").read_text())
+                        ["data"]["path"])).expanduser()
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    bases = [Path()] if data.is_absolute() else [Path.cwd(), *adapter.resolve().parents]
+    for base in bases:
+        path = base / data
+        meta = (path if path.is_dir() else path.parent) / "meta.json"
+        if path.exists() and meta.is_file():
+            return meta
+    return None
+
+
+def read_image(path: str | os.PathLike):
+    """Read a photo, scan or rendered picture of an ECG (any format Pillow reads) as RGB.
+
+    Returns:
+        A fully loaded ``PIL.Image.Image`` in mode ``RGB``.
+
+    Raises:
+        ChatError: a missing file, not an image, a truncated or corrupt one, or one
+            smaller than 16 pixels a side; one line.
+    """
+    from PIL import Image
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ChatError(f"--image {p}: {'not a file' if p.exists() else 'no such file'}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise ChatError(f"--image {p}: not a readable image ({why})") from None
+    if min(rgb.size) < MIN_IMAGE_PX:
+        raise ChatError(f"--image {p}: {rgb.width}x{rgb.height} px is too small to read an ECG "
+                        f"from (at least {MIN_IMAGE_PX} px a side)")
+    return rgb
+
+
+class ImageSession:
+    """One ECG as a picture, a LoRA image adapter, and answers to questions about it.
+
+    The same surface as :class:`Session` (``ask``, ``summary``, ``plot``, ``set_leads``),
+    so :func:`repl` and ``--question`` serve both; what needs the signal (leads, few-shot
+    adaptation, two ECGs) raises a one-line :class:`ChatError`.
+
+    Args:
+        adapter: a ``train-lora`` adapter folder (``RUN/adapter``, or the ``RUN`` folder).
+        image: a photo, scan or rendered PNG/JPG of the ECG; or
+        record: a record (any format ``read_record`` reads), drawn as the adapter's
+            training images were (:func:`render_settings`).
+        threshold: answer "not sure" when the best option's probability is below this.
+        status: called with progress messages (loading).
+
+    Raises:
+        ChatError: not exactly one of ``image`` / ``record``, a bad image or option, or
+            not an image adapter.
+        EcgRecordError: the record cannot be read.
+
+    Example:
+        >>> s = ImageSession("out/lora-300/adapter", record="00001_lr.hea")
+        >>> a = s.ask("Does this ECG show sinus rhythm?")
+        >>> a.answer, [(o.text, round(o.prob, 2)) for o in a.options]
+    """
+
+    modality = "image"
+    shots = None
+    leads = None
+
+    def __init__(self, adapter: str | os.PathLike, *, image: str | os.PathLike | None = None,
+                 record: str | os.PathLike | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, status=None):
+        status = status or (lambda message: None)
+        if (image is None) == (record is None):
+            raise ChatError("give one ECG: an image file or a record")
+        _check_options([image if image is not None else record], threshold, DEFAULT_MAX_SHOTS)
+        self.threshold = float(threshold)
+        self.adapter = str(adapter)
+        folder = _image_adapter_folder(adapter)
+        self.paths = [str(image if image is not None else record)]
+        self.record = read_record(record) if record is not None else None
+        self.render = render_settings(folder) if record is not None else None
+        self.image = read_image(image) if image is not None else self.render.render(self.record)
+        status(f"loading the image model ({self.adapter}; a first run converts the LLM: ~1 min)")
+        self.model = _load_image_model(folder)
+        self.vocabulary = answer_vocabulary()
+
+    @property
+    def help(self) -> str:
+        return IMAGE_HELP
+
+    def ask(self, question: str, stream: TextIO | None = None) -> Answer:
+        """Answer one question about the image (see :meth:`Session.ask`).
+
+        Raises:
+            ChatError: an empty question, or one comparing two ECGs.
+        """
+        kind = classify_question(question, self.vocabulary)
+        if kind.comparison:
+            raise ChatError("this question compares two ECGs; the image modality reads one "
+                            "ECG (compare two with --modality signal: --ecg FIRST --ecg SECOND)")
+        text = " ".join(question.split())
+
+        def score(options):
+            probs = self.model.score_options([self.image], [text], [list(options)])  # (1, K)
+            return probs[0, : len(options)].tolist()
+
+        def generate():
+            streamer = _streamer(self.model.tokenizer, stream) if stream is not None else None
+            return self.model.generate(self.image, text, streamer=streamer)
+
+        answer, options, confidence = decide(kind, self.threshold, score, generate)
+        return Answer(question=text, answer=answer, kind=kind.kind, options=options,
+                      confidence=confidence, threshold=self.threshold, records=self.paths,
+                      adapter=self.adapter, modality=self.modality)
+
+    def set_leads(self, leads: str | None):
+        raise ChatError("leads can be chosen on the signal only; the image model reads the "
+                        "whole page (use --modality signal with a train-meta adapter)")
+
+    def summary(self) -> str:
+        """The image's size, or the record's summary and how it was drawn."""
+        if self.record is None:
+            return f"{self.paths[0]}: image {self.image.width}x{self.image.height} px"
+        height, width = self.render.size
+        return (f"{describe_record(self.record)}\n  drawn as the adapter's training images: "
+                f"{width}x{height} px plain printout (size from {self.render.source})")
+
+    def plot(self, out: str | os.PathLike | None = None) -> list[Path]:
+        """Write the image the model reads, drawn from the record (default ``NAME.png``)."""
+        if self.record is None:
+            raise ChatError(f"the ECG is an image already ({self.paths[0]}); /plot draws a "
+                            "record")
+        target = Path(out) if out is not None else Path(f"{_record_name(self.record)}.png")
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ChatError(f"{target}: use one of {', '.join(IMAGE_SUFFIXES)}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.image.save(target)
+        return [target]
+
+
+def _image_adapter_folder(adapter, flag: str = "the image modality") -> Path:
+    """The folder of a LoRA image adapter; a signal adapter or none is a ChatError."""
+    need = (f"{flag} needs --adapter DIR, a LoRA image adapter (ecgqa train-lora output: "
+            "adapter_config.json + vision.safetensors)")
+    if str(adapter) == "default":
+        raise ChatError(f"{need}; the shipped default adapter reads signals")
+    kind, folder = adapter_kind(adapter)
+    if kind != "image":
+        raise ChatError(f"{need}; --adapter {adapter} is a signal adapter (train-meta)")
+    return folder
+
+
+def _load_image_model(folder: Path):
+    """``ImageQaModel.from_pretrained(folder)``; a bad adapter is a :class:`ChatError`."""
+    from ecgqa.config import ConfigError
+    from ecgqa.image_qa.model import ImageQaModel
+    from ecgqa.models.llm import LlmError
+
+    _quiet_transformers()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)   # peft imports it: CPU notices
+    try:
+        with warnings.catch_warnings():       # peft's use of a deprecated transformers name
+            warnings.simplefilter("ignore", FutureWarning)
+            return ImageQaModel.from_pretrained(folder)
+    except (ConfigError, LlmError, FileNotFoundError) as err:
+        raise ChatError(f"--adapter {folder}: {err}") from None
 
 
 # --------------------------------------------------------------------------- records
@@ -646,8 +948,19 @@ commands:
   /help          this text
   /quit          leave (Ctrl-D too)"""
 
+IMAGE_HELP = """\
+Type a question about the ECG image, e.g. "Does this ECG show sinus rhythm?"
+  yes/no, "which ..., A or B?" and ECG-QA template questions are scored over their
+  options (probabilities shown); other questions are answered in free text.
+commands:
+  /plot [FILE]   write the image the model reads (an --ecg record drawn on ECG paper)
+  /summary       the ECG's summary again
+  /help          this text
+  /quit          leave (Ctrl-D too)
+/leads, --shots and two-ECG questions need the signal: --modality signal"""
 
-def repl(session: Session, out: TextIO = sys.stdout, prompt: str = "ecg> ") -> int:
+
+def repl(session: Session | ImageSession, out: TextIO = sys.stdout, prompt: str = "ecg> ") -> int:
     """Read questions and commands until /quit or end of input; returns the exit status.
 
     A bad command or question prints one line and the loop goes on.
@@ -681,14 +994,14 @@ def repl(session: Session, out: TextIO = sys.stdout, prompt: str = "ecg> ") -> i
         out.flush()
 
 
-def _command(session: Session, line: str, out: TextIO) -> bool:
+def _command(session: Session | ImageSession, line: str, out: TextIO) -> bool:
     """Run one /command; False means quit."""
     name, _, arg = line.partition(" ")
     arg = arg.strip()
     if name in ("/quit", "/exit", "/q"):
         return False
     if name == "/help":
-        print(HELP, file=out)
+        print(getattr(session, "help", HELP), file=out)
     elif name == "/plot":
         for p in session.plot(arg or None):
             print(f"wrote {p}", file=out)
@@ -704,7 +1017,7 @@ def _command(session: Session, line: str, out: TextIO) -> bool:
     return True
 
 
-def _print_answer(session: Session, question: str, out: TextIO) -> Answer:
+def _print_answer(session: Session | ImageSession, question: str, out: TextIO) -> Answer:
     """Ask, streaming an open answer after "answer:", then print options and disclaimer."""
     kind = classify_question(question, session.vocabulary)
     if kind.kind == "open":
@@ -728,10 +1041,17 @@ def run(args) -> int:
         raise ChatError("--json needs --question (the REPL prints text)")
     if args.records and not args.shots:
         raise ChatError("--records locates the --shots examples' ECGs; give --shots too")
+    modality = chat_modality(args)
     with Spinner() as status:
-        session = Session(args.ecg, args.adapter, shots=args.shots, shots_records=args.records,
-                          max_shots=args.max_shots, threshold=args.threshold, leads=args.leads,
-                          status=status)
+        if modality == "image":
+            image = getattr(args, "image", None)
+            session = ImageSession(args.adapter, image=image[0] if image else None,
+                                   record=None if image else args.ecg[0],
+                                   threshold=args.threshold, status=status)
+        else:
+            session = Session(args.ecg, args.adapter, shots=args.shots,
+                              shots_records=args.records, max_shots=args.max_shots,
+                              threshold=args.threshold, leads=args.leads, status=status)
     if session.shots is not None:
         print(session.shots.format(), file=sys.stderr if args.json else sys.stdout)
     if args.question:
@@ -747,6 +1067,42 @@ def run(args) -> int:
     return repl(session)
 
 
-__all__ = ["Answer", "ChatError", "DISCLAIMER", "Option", "QuestionKind", "RecordSignals",
-           "Session", "Spinner", "classify_question", "load_shots", "repl", "run",
-           "to_input_spec"]
+def chat_modality(args) -> str:
+    """``signal`` or ``image`` from ``--modality``, ``--image`` and the adapter's kind,
+    checked before any model loads.
+
+    Raises:
+        ChatError: no ECG or both kinds, a modality the adapter does not answer in, or an
+            option the image modality does not have (two ECGs, ``--shots``, ``--leads``).
+    """
+    ecgs, images = args.ecg or [], getattr(args, "image", None) or []
+    wanted = getattr(args, "modality", None)
+    if not ecgs and not images:
+        raise ChatError("give an ECG: --ecg RECORD, or --image FILE with a LoRA image adapter")
+    if ecgs and images:
+        raise ChatError("give --ecg RECORD or --image FILE, not both")
+    if images and wanted == "signal":
+        raise ChatError("--image is a picture of the ECG: use --modality image (or leave "
+                        "--modality out)")
+    modality = "image" if images else wanted or "signal"
+    flag = "--image" if images else "--modality image"
+    if modality == "image":
+        _image_adapter_folder(args.adapter, flag)
+    elif adapter_kind(args.adapter)[0] != "signal":
+        raise ChatError(f"--adapter {args.adapter} is a LoRA image adapter (train-lora); add "
+                        "--modality image to read the record as a picture, or give a "
+                        "train-meta adapter")
+    if modality == "image":
+        if len(ecgs or images) > 1:
+            raise ChatError(f"{flag} reads one ECG; compare two with --modality signal and a "
+                            "train-meta adapter")
+        for option, value in (("--shots", args.shots), ("--leads", args.leads)):
+            if value is not None:
+                raise ChatError(f"{option} works on the signal; not available with {flag}")
+    return modality
+
+
+__all__ = ["Answer", "ChatError", "DISCLAIMER", "ImageSession", "Option", "QuestionKind",
+           "RecordSignals", "RenderSettings", "Session", "Spinner", "adapter_kind",
+           "chat_modality", "classify_question", "decide", "load_shots", "read_image",
+           "render_settings", "repl", "run", "to_input_spec"]

@@ -414,12 +414,25 @@ def _add_chat_parser(sub) -> None:
                        "B?' and ECG-QA template questions show the probability of each option "
                        "(\"not sure\" below --threshold); other questions are answered in "
                        "generated text, streamed. Commands: /plot, /leads I,II, /summary, "
-                       "/help, /quit. Research software, not a medical device.")
-    p.add_argument("--ecg", action="append", required=True, metavar="RECORD",
+                       "/help, /quit. With a LoRA image adapter (ecgqa train-lora) the same "
+                       "questions are answered about a picture of one ECG: --image FILE (a "
+                       "photo, scan or rendered PNG/JPG), or --ecg RECORD --modality image (the "
+                       "record drawn as the adapter's training images). Research software, not "
+                       "a medical device.")
+    p.add_argument("--ecg", action="append", default=None, metavar="RECORD",
                    help="ECG record (x.hea, x.mat, x.dat or bare name x); give it twice, "
-                   "--ecg FIRST --ecg SECOND, for comparison questions")
+                   "--ecg FIRST --ecg SECOND, for comparison questions (signal modality)")
+    p.add_argument("--image", action="append", default=None, metavar="FILE",
+                   help="a picture of one 12-lead ECG (photo, scan or rendered PNG/JPG) instead "
+                   "of --ecg; implies --modality image and needs --adapter DIR, a LoRA image "
+                   "adapter")
+    p.add_argument("--modality", choices=("signal", "image"), default=None,
+                   help="what the model reads: 'signal' (the record's samples, a train-meta "
+                   "adapter; the default) or 'image' (a picture of the ECG, a train-lora "
+                   "adapter; an --ecg record is drawn as the adapter's training images were)")
     p.add_argument("--adapter", default="default", metavar="DIR",
-                   help="adapter folder written by ecgqa train-meta (default: the shipped one)")
+                   help="adapter folder: written by ecgqa train-meta (signal; default: the "
+                   "shipped one) or by ecgqa train-lora (image: RUN/adapter or RUN)")
     p.add_argument("--question", default=None, metavar="TEXT",
                    help="answer this one question and exit instead of starting the REPL")
     p.add_argument("--json", action="store_true", help="with --question: print one JSON "
@@ -429,10 +442,11 @@ def _add_chat_parser(sub) -> None:
                    f"(default {DEFAULT_THRESHOLD})")
     p.add_argument("--leads", default=None, metavar="LIST",
                    help="let the model see only these leads, e.g. 'I,II' or 'limb' "
-                   "(default: all; /leads in the REPL)")
+                   "(default: all; /leads in the REPL; signal modality only)")
     p.add_argument("--shots", default=None, metavar="FILE",
                    help="ECG-QA-schema examples (a JSON shard or a dataset folder) to adapt "
-                   "the projector on before answering (few-shot personalisation)")
+                   "the projector on before answering (few-shot personalisation; signal "
+                   "modality only)")
     p.add_argument("--records", default=None, metavar="INDEX",
                    help="where the --shots ECGs are: records index CSV, PTB-XL or MIMIC-IV-ECG "
                    "folder (default: records_index.csv beside the --shots file or above)")
