@@ -475,14 +475,22 @@ def _add_bench_parser(sub) -> None:
                        description="Evaluate an adapter with test-time adaptation against "
                        "baselines (no adaptation, text-only LLM, in-context examples, "
                        "prototypical network, linear probe, support majority) on every cell of "
-                       "a suite. Writes OUT/results.json, OUT/results.md and plots; an "
-                       "interrupted run resumes from its finished cells.",
+                       "a suite. With --modality image, a LoRA adapter (train-lora) answers "
+                       "the same episodes' queries from ECG images, against the same model "
+                       "with LoRA switched off and the support majority. Writes "
+                       "OUT/results.json, OUT/results.md and plots; an interrupted run "
+                       "resumes from its finished cells.",
                        epilog=_suite_keys(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, metavar="YAML",
                    help="suite file, e.g. eval/suites/default.yaml (its keys are listed below)")
     p.add_argument("--adapter", default=None, metavar="DIR",
-                   help="adapter folder written by train-meta, or 'default' (overrides the "
+                   help="adapter folder written by train-meta, or 'default'; with --modality "
+                   "image a LoRA adapter folder (train-lora's OUT/adapter) (overrides the "
                    "suite's)")
+    p.add_argument("--modality", default=None, choices=("signal", "image"),
+                   help="what the model reads: the ECG signal (meta-trained adapter) or the "
+                   "ECG drawn as an image (LoRA adapter); the same episodes either way "
+                   "(overrides the suite's; default there signal)")
     p.add_argument("--qa", default=None, metavar="PATH",
                    help="ECG-QA-schema data: a real ECG-QA version folder, `ecgqa data synth` "
                    "output, or one JSON file of samples (then give --splits) (overrides the "
@@ -525,8 +533,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ecgqa.config import load_config
 
     overrides = list(args.set)
-    for key, value in (("adapter", args.adapter), ("qa", args.qa), ("records", args.records),
-                       ("splits_file", args.splits), ("episodes", args.episodes)):
+    for key, value in (("adapter", args.adapter), ("modality", args.modality), ("qa", args.qa),
+                       ("records", args.records), ("splits_file", args.splits),
+                       ("episodes", args.episodes)):
         if value is not None:
             overrides.append(f"{key}={value}")
     try:
@@ -550,9 +559,10 @@ def _is_bench_user_error(err: Exception) -> bool:
     from ecgqa.bench.runner import BenchError
     from ecgqa.config import ConfigError
     from ecgqa.meta.adapter import AdapterError
+    from ecgqa.models.llm import LlmError
     from ecgqa.qa.ecgqa import EcgQaError
 
-    return isinstance(err, (BenchError, ConfigError, AdapterError, EcgQaError))
+    return isinstance(err, (BenchError, ConfigError, AdapterError, EcgQaError, LlmError))
 
 
 # --------------------------------------------------------------------------- meta-learning

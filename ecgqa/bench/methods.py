@@ -44,14 +44,24 @@ class Context:
     max_context: int       # the LLM's context length, in tokens
     options: str = "template"   # candidate answers: template or support (see candidates)
 
+    def prepare(self, ep: Episode) -> None:
+        """Nothing to do before the methods: signals are read by the first method that
+        needs them (through the signal cache)."""
+
     def candidates(self, ep: Episode, query) -> list[tuple[str, ...]]:
-        """The answers a method chooses among: every answer class of the query's template
-        plus any combination the support set shows for it (``options: template``), or only
-        what the support set shows (``options: support``, as meta-training evaluates)."""
-        shown = query_options(ep, query)
-        if self.options == "support":
-            return shown
-        return sorted({(a,) for a in self.vocab.options(query.template_id)} | set(shown))
+        """The answers a method chooses among (:func:`candidates`)."""
+        return candidates(ep, query, self.vocab, self.options)
+
+
+def candidates(ep: Episode, query, vocab, options: str = "template") -> list[tuple[str, ...]]:
+    """The answers a method chooses among: every answer class of the query's template plus
+    any combination the support set shows for it (``options: template``), or only what the
+    support set shows (``options: support``, as meta-training evaluates). Both modalities
+    use it, so signal and image methods choose among the same answers."""
+    shown = query_options(ep, query)
+    if options == "support":
+        return shown
+    return sorted({(a,) for a in vocab.options(query.template_id)} | set(shown))
 
 
 def _records(results) -> list[dict]:

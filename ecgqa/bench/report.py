@@ -38,7 +38,8 @@ def markdown(results: dict) -> str:
     """Tables a person reads: one per cell, methods as rows, metrics with 95% CIs."""
     s = results["suite"]
     lines = [f"# Benchmark `{s['name']}`", "",
-             f"Adapter `{s['adapter']}`; data `{s['qa']}`; {s['episodes']} episodes per cell, "
+             f"Modality {results.get('modality', 'signal')}; adapter `{s['adapter']}`; data "
+             f"`{s['qa']}`; {s['episodes']} episodes per cell, "
              f"{s['q_query']} query per class; episode seed {s['seed']}; classes: {s['classes']} "
              f"(by {s['class_by']}). Means with 95% confidence intervals over episodes "
              "(macro-F1 and ECE: bootstrap over episodes).", "",
@@ -49,6 +50,8 @@ def markdown(results: dict) -> str:
              "Teacher-forced token accuracy is a side metric only. METEOR "
              + ("uses WordNet synonyms." if results.get("meteor_wordnet_synonyms")
                 else "uses exact and stem matches (WordNet not installed)."), ""]
+    if results.get("modality", "signal") == "image":
+        lines += _image_notes(results)
     v = results["versions"]
     lines += [f"Versions: ecgqa {v['ecgqa']}, torch {v['torch']}, transformers "
               f"{v['transformers']}, Python {v['python']}. Peak RSS {results['peak_rss_gb']:.2f} "
@@ -67,6 +70,40 @@ def markdown(results: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _image_notes(results: dict) -> list[str]:
+    """What an image-modality result is and is not: rendering, no support adaptation, the
+    training-data check."""
+    a = results["image_adapter"]
+    h, w = a["render"]["size"]
+    check = a["training_data_check"]
+    if check["status"] == "checked":
+        leak = (f"Checked: none of the {check['train_records']} records of the adapter's "
+                f"training split (`{check['train_data']}`) is among the "
+                f"{check['query_records']} records of the query pool.")
+        n, k = check.get("query_classes", 0), check.get("query_classes_trained", 0)
+        if k:
+            leak += (f" **{k} of the {n} question classes asked here (template, attribute, "
+                     "answer) are among its training questions**: on those it was taught "
+                     "what a few-shot learner must take from the support set, so `lora` is "
+                     "not a few-shot result there.")
+        elif n:
+            leak += f" None of the {n} question classes asked here is among its training ones."
+    else:
+        leak = f"**Not checked** whether the adapter trained on query records: {check['reason']}."
+    per = [c.get("prepare_seconds_per_episode") for c in results["cells"] if not c["skipped"]]
+    render = (f" Rendering took {sum(per) / len(per):.2f} s per episode on average, outside "
+              "the methods' times." if per else "")
+    return ["Image modality: each query ECG is drawn as a "
+            f"{h}x{w} image in the plain printout look (no random variation), with the leads "
+            "outside the cell's subset blanked out as not recorded; the episodes, pools and "
+            "candidate answers are those of the signal modality with the same suite."
+            + render, "",
+            "The LoRA adapter is **not adapted on the support set**: `lora` (the tuned model) "
+            "and `lora_disabled` (its LoRA layers switched off: the base LLM reading the same "
+            "image tokens) answer each query from its image and question alone; only "
+            "`majority` reads the support set. " + leak, ""]
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -1,5 +1,9 @@
 """Run a benchmark suite: every cell, every method, the same episodes; resumable by cell.
 
+The suite's ``modality`` picks what the model reads: ``signal`` (a meta-trained adapter,
+:mod:`ecgqa.bench.methods`) or ``image`` (a LoRA adapter reading the query ECGs rendered
+as images, :mod:`ecgqa.bench.image`). Data, pools and episodes are the same for both.
+
 Layout of ``OUT``::
 
     cells/<cell id>.json   one finished cell: per method, per episode, per query answers
@@ -24,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgqa.bench import image as I
 from ecgqa.bench import methods as M
 from ecgqa.bench.metrics import meteor_uses_synonyms, summarise_cell, text_scores
-from ecgqa.bench.suite import Cell, SuiteConfig, cells, fingerprint, validate
+from ecgqa.bench.suite import Cell, SuiteConfig, cells, fingerprint, resolve
 from ecgqa.config import ConfigError
 from ecgqa.records.leads import STANDARD_LEADS, parse_leads
 
@@ -108,36 +113,107 @@ def run_suite(cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True) -
     Returns:
         The results dictionary written to ``results.json``.
     """
-    validate(cfg)
+    cfg = resolve(cfg)
     out = Path(out)
+    folder = check_adapter(cfg.adapter, cfg.modality)       # before any data is touched
     data = prepare_data(cfg)
     grid = cells(cfg, data.types)
-    done = {c.id: _load_cell(out / "cells" / f"{c.id}.json", fingerprint(cfg, c)) for c in grid}
+    done = {c.id: _load_cell(out / "cells" / f"{c.id}.json", fingerprint(cfg, c),
+                             cfg.modality) for c in grid}
     todo = [c for c in grid if done[c.id] is None]
-    from ecgqa.meta.adapter import load_adapter, load_meta_config
-
-    meta = load_meta_config(cfg.adapter)
-    if todo:                                  # the model loads only when a cell must run
-        model, algo, meta = load_adapter(cfg.adapter)
-        if cfg.max_new_tokens is not None:
-            model.cfg.max_new_tokens = cfg.max_new_tokens
-        base = model.signal_cache(data.resolver, cfg.cache_dir)
+    setup = _image_setup if cfg.modality == "image" else _signal_setup
+    info, contexts = setup(cfg, folder, data, load=bool(todo))   # the model loads only
+    if todo:                                                     # when a cell must run
         (out / "cells").mkdir(parents=True, exist_ok=True)
     bar = _progress(len(grid) * cfg.episodes, progress)
     bar.update((len(grid) - len(todo)) * cfg.episodes)
     for cell in todo:
-        ctx = M.Context(model, algo, LeadSubset(base, parse_leads(cell.leads)),
-                        meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
-                        meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
-                        cfg.options)
-        done[cell.id] = run_cell(cfg, cell, data, ctx, bar)
+        done[cell.id] = run_cell(cfg, cell, data, contexts(cell), bar)
         _write_json(out / "cells" / f"{cell.id}.json", done[cell.id])
     bar.close()
-    results = collect(cfg, grid, done, meta)
+    results = collect(cfg, grid, done, info)
     from ecgqa.bench.report import write_report
 
     write_report(results, out)
     return results
+
+
+def check_adapter(source: str, modality: str) -> Path:
+    """The adapter folder, checked against the modality (one-line errors).
+
+    A signal adapter (train-meta) holds ``config.yaml`` + ``meta.yaml``; an image adapter
+    (train-lora's ``OUT/adapter``) ``config.yaml`` + ``adapter_config.json``.
+    """
+    from ecgqa.meta.adapter import DEFAULT_ADAPTER_DIR
+
+    if str(source) == "default":
+        if modality == "image":
+            raise BenchError("adapter 'default' is the shipped signal adapter; --modality "
+                             "image needs a LoRA adapter folder (train-lora's OUT/adapter): "
+                             "give --adapter DIR")
+        return DEFAULT_ADAPTER_DIR
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise BenchError(f"{folder}: no such adapter folder")
+    kind = adapter_kind(folder)
+    if kind is None:
+        hint = (f"; did you mean {folder / 'adapter'}?"
+                if adapter_kind(folder / "adapter") else "")
+        raise BenchError(f"{folder}: not a saved adapter (signal: config.yaml + meta.yaml "
+                         "from train-meta; image: config.yaml + adapter_config.json from "
+                         f"train-lora){hint}")
+    if kind != modality:
+        writer = "train-meta" if kind == "signal" else "train-lora"
+        raise BenchError(f"{folder} is a {kind} adapter (written by {writer}), not a "
+                         f"{modality} one; run it with --modality {kind}")
+    return folder
+
+
+def adapter_kind(folder: Path) -> str | None:
+    """``signal``, ``image`` or None (not an adapter folder)."""
+    if not (folder / "config.yaml").is_file():
+        return None
+    if (folder / "meta.yaml").is_file():
+        return "signal"
+    if (folder / "adapter_config.json").is_file():
+        return "image"
+    return None
+
+
+def _signal_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
+    """The adapter's recipe for results.json, and ``cell -> Context`` (model loaded when
+    ``load``)."""
+    from ecgqa.meta.adapter import load_adapter, load_meta_config
+
+    meta = load_meta_config(folder)
+    info = {"adapter_meta": asdict(meta)}
+    if not load:
+        return info, None
+    model, algo, meta = load_adapter(folder)
+    if cfg.max_new_tokens is not None:
+        model.cfg.max_new_tokens = cfg.max_new_tokens
+    base = model.signal_cache(data.resolver, cfg.cache_dir)
+
+    def contexts(cell: Cell) -> M.Context:
+        return M.Context(model, algo, LeadSubset(base, parse_leads(cell.leads)),
+                         meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
+                         meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
+                         cfg.options)
+
+    return info, contexts
+
+
+def _image_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
+    """The adapter's config, render settings and training-data check for results.json, and
+    ``cell -> ImageContext`` (model loaded when ``load``)."""
+    try:
+        info = {"image_adapter": I.adapter_info(folder, data)}
+    except I.TrainingOverlap as err:
+        raise BenchError(str(err)) from None
+    if not load:
+        return info, None
+    model = I.load_model(cfg, folder)
+    return info, I.contexts(cfg, data, model, tuple(info["image_adapter"]["render"]["size"]))
 
 
 def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
@@ -145,8 +221,9 @@ def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
     from ecgqa.bench.suite import CLASS_KEYS
     from ecgqa.qa.episodes import PooledEpisodeSampler
 
-    record = {"cell": asdict(cell), "fingerprint": fingerprint(cfg, cell), "skipped": None,
-              "methods": {m: [] for m in cfg.methods}}
+    record = {"cell": asdict(cell), "fingerprint": fingerprint(cfg, cell),
+              "modality": cfg.modality, "skipped": None, "methods": {m: [] for m in cfg.methods},
+              "prepare_seconds": 0.0}
     try:
         sampler = PooledEpisodeSampler(
             data.samples, cell.n_way, cell.k_shot, cfg.q_query, support_pool=data.support_pool,
@@ -157,12 +234,17 @@ def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
         record["skipped"] = str(err)
         bar.update(cfg.episodes)
         return record
+    run = I.RUN if cfg.modality == "image" else M.RUN
     for i in range(cfg.episodes):
         ep = sampler.episode(i)
+        start = time.perf_counter()
+        ctx.prepare(ep)                         # inputs shared by the methods (images)
+        record["prepare_seconds"] += time.perf_counter() - start
         for name in cfg.methods:
             start = time.perf_counter()
-            queries, extra = M.RUN[name](ctx, ep)
-            for q in queries:
+            queries, extra = run[name](ctx, ep)
+            for q, sample in zip(queries, ep.query):
+                q["sample_id"], q["ecg_ids"] = sample.sample_id, list(sample.ecg_ids)
                 if q["text"] is not None:
                     q["text_scores"] = text_scores(q["text"], ", ".join(q["truth"]))
             record["methods"][name].append({"index": i, "queries": queries,
@@ -172,8 +254,9 @@ def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
     return record
 
 
-def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, meta) -> dict:
-    """Metrics of every cell and method, with the config, versions and costs."""
+def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, info: dict) -> dict:
+    """Metrics of every cell and method, with the config, the adapter (``info``), versions
+    and costs."""
     out_cells = []
     for cell in grid:
         rec = done[cell.id]
@@ -182,14 +265,17 @@ def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, meta) -> dict:
             for name, episodes in rec["methods"].items():
                 entry["methods"][name] = summarise_cell(episodes, cfg.calibration_bins)
             entry["peak_rss_gb"] = rec.get("peak_rss_gb")
+            entry["prepare_seconds_per_episode"] = rec.get("prepare_seconds", 0.0) / max(
+                1, cfg.episodes)
         out_cells.append(entry)
-    return {"suite": asdict(cfg), "adapter_meta": asdict(meta), "seed": cfg.seed,
+    return {"suite": asdict(cfg), "modality": cfg.modality, "adapter": cfg.adapter, **info,
+            "seed": cfg.seed,
             "versions": _versions(), "meteor_wordnet_synonyms": meteor_uses_synonyms(),
             "peak_rss_gb": max([_rss_gb(), *(c.get("peak_rss_gb") or 0 for c in out_cells)]),
             "cells": out_cells}
 
 
-def _load_cell(path: Path, want: str) -> dict | None:
+def _load_cell(path: Path, want: str, modality: str) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -197,8 +283,10 @@ def _load_cell(path: Path, want: str) -> dict | None:
     except (OSError, ValueError):
         return None                                   # a damaged file: run the cell again
     if rec.get("fingerprint") != want:
-        raise BenchError(f"{path} holds results of another suite configuration; use another "
-                         "--out or delete that folder")
+        theirs = rec.get("modality", "signal")
+        what = f" (modality {theirs}, not {modality})" if theirs != modality else ""
+        raise BenchError(f"{path} holds results of another suite configuration{what}; use "
+                         "another --out or delete that folder")
     return rec
 
 
@@ -233,4 +321,4 @@ def _versions() -> dict:
             "platform": platform.platform()}
 
 
-__all__ = ["BenchError", "ConfigError", "LeadSubset", "run_suite"]
+__all__ = ["BenchError", "ConfigError", "LeadSubset", "check_adapter", "run_suite"]

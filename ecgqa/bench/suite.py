@@ -2,13 +2,15 @@
 
 A cell is one (question type, N-way, K-shot, lead subset); every cell runs the same
 methods on the same episodes (fixed episode seed). Suites live in ``eval/suites/*.yaml``.
+The ``modality`` says what the model reads: the ECG signal (a meta-trained adapter) or the
+ECG rendered as an image (a LoRA adapter); both draw the same episodes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ecgqa.config import ConfigError, field
 from ecgqa.qa.ecgqa import QUESTION_TYPES
@@ -21,6 +23,14 @@ METHODS = ("adapted", "no_adaptation", "zero_shot_text", "in_context", "protonet
 baselines: the adapter without adaptation, the LLM without the ECG (text prior), support ECG
 tokens and answers in the prompt, a prototypical network and a linear probe on the frozen
 encoder features, and the support set's majority answer."""
+
+IMAGE_METHODS = ("lora", "lora_disabled", "majority")
+"""The image modality: the LoRA-tuned image model (support set unused), the same model with
+its LoRA layers switched off (the untuned LLM reading the same image tokens), and the
+support set's majority answer."""
+
+MODALITIES = {"signal": METHODS, "image": IMAGE_METHODS}
+"""What the model reads, and the methods each modality can run."""
 
 CLASS_KEYS = {"question": class_key, "template": template_key, "answer": answer_key}
 """What makes two samples the same class of an episode (``class_by``)."""
@@ -37,8 +47,11 @@ class SuiteConfig:
                               "ECGs there first")
     synth_seed: int = field(0, help="seed of that synthesis")
     version: str = field("template", help="template or paraphrased questions")
-    adapter: str = field("default", help="adapter folder written by train-meta, or 'default' "
-                         "(the shipped one)")
+    modality: str = field("signal", help="signal: a meta-trained adapter reads the ECG "
+                          "signal; image: a LoRA adapter (train-lora's OUT/adapter) reads the ECG "
+                          "rendered as an image; the same episodes either way")
+    adapter: str = field("default", help="signal: adapter folder written by train-meta, or "
+                         "'default' (the shipped one); image: a LoRA adapter folder")
     question_types: list[str] = field([], help="question types (empty: every type that has "
                                       "episodes)")
     n_way: list[int] = field([5], help="N-way values of the grid")
@@ -73,7 +86,9 @@ class SuiteConfig:
     options: str = field("template", help="candidate answers of option scoring: template (every "
                          "answer class of the question's template, plus combinations the support "
                          "shows) or support (only the answers the support set shows)")
-    methods: list[str] = field(list(METHODS), help="methods to run: " + ", ".join(METHODS))
+    methods: list[str] = field([], help="methods to run (empty: every method of the "
+                               "modality); signal: " + ", ".join(METHODS) + "; image: "
+                               + ", ".join(IMAGE_METHODS))
     generate: bool = field(True, help="generate answers for exact match and text metrics")
     max_new_tokens: int | None = field(None, help="generation length limit (None: the "
                                        "adapter's)")
@@ -97,12 +112,22 @@ class Cell:
         return f"{self.question_type}__{self.n_way}way{self.k_shot}shot__{leads}"
 
 
+def resolve(cfg: SuiteConfig) -> SuiteConfig:
+    """The suite with its defaults filled in: no methods listed means every method of the
+    modality. Validates first."""
+    validate(cfg)
+    return replace(cfg, methods=list(cfg.methods or MODALITIES[cfg.modality]))
+
+
 def validate(cfg: SuiteConfig) -> None:
     """Check the suite before any data or model is loaded."""
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown or not cfg.methods:
-        raise ConfigError(f"methods: unknown {', '.join(unknown) or '(none given)'}; use "
-                          f"{', '.join(METHODS)}")
+    if cfg.modality not in MODALITIES:
+        raise ConfigError(f"modality {cfg.modality!r}: use one of {', '.join(MODALITIES)}")
+    allowed = MODALITIES[cfg.modality]
+    unknown = [m for m in cfg.methods if m not in allowed]
+    if unknown:
+        raise ConfigError(f"methods: unknown {', '.join(unknown)} for modality "
+                          f"{cfg.modality}; use {', '.join(allowed)}")
     bad = [t for t in cfg.question_types if t not in QUESTION_TYPES]
     if bad:
         raise ConfigError(f"question_types: unknown {', '.join(bad)}; use "
@@ -150,8 +175,14 @@ def cells(cfg: SuiteConfig, types: list[str]) -> list[Cell]:
 
 
 def fingerprint(cfg: SuiteConfig, cell: Cell) -> str:
-    """What a cell's results depend on; a finished cell is reused only when it matches."""
+    """What a cell's results depend on; a finished cell is reused only when it matches.
+
+    ``cfg`` is a :func:`resolve`-d suite. The signal modality leaves ``modality`` out, so
+    cells written before the image modality existed stay valid.
+    """
     keep = {k: v for k, v in asdict(cfg).items()
             if k not in ("name", "question_types", "n_way", "k_shot", "leads", "cache_dir")}
+    if keep["modality"] == "signal":
+        del keep["modality"]
     text = json.dumps([keep, asdict(cell)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

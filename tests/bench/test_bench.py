@@ -234,6 +234,20 @@ def test_ece_macro_f1_and_bootstrap_by_hand():
     assert math.isnan(bootstrap_ci([[1, 0]], lambda x: sum(x) / len(x))[1])
 
 
+def test_macro_f1_equals_scikit_learns():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, k = int(rng.integers(1, 12)), int(rng.integers(1, 5))
+        truths = [(str(x),) for x in rng.integers(0, k, n)]
+        preds = [(str(x),) for x in rng.integers(0, k, n)]
+        labels = [str(x) for x in sorted({*truths, *preds})]
+        want = f1_score([str(t) for t in truths], [str(p) for p in preds], labels=labels,
+                        average="macro", zero_division=0)
+        assert macro_f1(truths, preds) == pytest.approx(want, abs=1e-12)
+
+
 def test_text_metrics_are_one_for_a_perfect_answer_and_zero_for_a_disjoint_one():
     same = text_scores("sinus rhythm", "sinus rhythm")
     assert same["bleu"] == pytest.approx(1.0) and same["rouge_l"] == pytest.approx(1.0)
