@@ -103,6 +103,10 @@ class HfImageQaModel(ImageQaModel):
         base.eval()
         for p in base.parameters():
             p.requires_grad_(False)
+        if _quantization(cfg.llm) is not None:
+            from ecgqa.models.quantized import make_cpu_trainable
+
+            make_cpu_trainable(base)            # CPU bitsandbytes layers: exact gradients
         llm = _wrap_lora(base, cfg, adapter, trainable,
                          target_modules=language_lora_targets(cfg.lora.target_modules),
                          modules_to_save=["multi_modal_projector"] if cfg.train_vision else None)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ecgqa.config import ConfigError, field, from_dict, save_config
 from ecgqa.models.fusion import pad_embeddings, pad_scores
-from ecgqa.models.llm import LlmConfig, LlmError, load_llm
+from ecgqa.models.llm import LlmConfig, load_llm
 from ecgqa.models.projectors import build_projector
 from ecgqa.registry import IMAGE_ENCODERS, PROJECTORS
 
@@ -98,13 +98,6 @@ def validate_model(cfg: ImageQaConfig) -> None:
         raise ConfigError("model.score_normalise must be mean or sum")
     if cfg.n_image_tokens < 1:
         raise ConfigError("model.n_image_tokens must be >= 1")
-
-
-def check_quantized_training(cfg: ImageQaConfig) -> None:
-    """QLoRA (a 4/8-bit base) trains on CUDA only."""
-    if cfg.llm.quantization not in (None, "none") and not torch.cuda.is_available():
-        raise LlmError(f"model.llm.quantization {cfg.llm.quantization}: QLoRA training needs a "
-                       "CUDA GPU; on the CPU set model.llm.quantization=none")
 
 
 # --------------------------------------------------------------------------- prompts
@@ -517,7 +510,8 @@ def load_saved_config(folder: Path) -> tuple[ImageQaConfig, ImagePrompt]:
 def _wrap_lora(llm, cfg: ImageQaConfig, adapter, trainable: bool, target_modules=None,
                modules_to_save=None):
     if cfg.llm.quantization not in (None, "none") and trainable:
-        check_quantized_training(cfg)
+        # on the CPU, load_llm has made the bitsandbytes layers de-quantise per call
+        # (ecgqa.models.quantized), so gradients reach the LoRA weights exactly
         from peft import prepare_model_for_kbit_training
 
         llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=False)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ecgqa.config import ConfigError, field, save_config
-from ecgqa.image_qa.model import ImageQaConfig, check_quantized_training, validate_model
+from ecgqa.image_qa.model import ImageQaConfig, validate_model
 
 REPORT_TO = ("wandb", "tensorboard", "none")
 
@@ -142,7 +142,6 @@ class LoraTrainer:
 
     def __init__(self, cfg: TrainLoraConfig, accelerator):
         validate(cfg)
-        check_quantized_training(cfg.model)
         self.cfg, self.acc = cfg, accelerator
         self.out = Path(cfg.train.out)
         self.step = 0
