@@ -6,7 +6,7 @@ pretrained ECG encoder -> fusion projector -> ECG tokens in the prompt -> frozen
 
 __version__ = "0.1.0"
 
-from ecgqa.chat import Answer, Session  # noqa: E402
+from ecgqa.chat import Answer, ImageSession, Session  # noqa: E402
 from ecgqa.meta.adapter import load_adapter  # noqa: E402
 from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, canonical_lead_name  # noqa: E402
 from ecgqa.records.measure import Measurements, measure  # noqa: E402
@@ -17,6 +17,7 @@ __all__ = [
     "__version__",
     "Answer",
     "Session",
+    "ImageSession",
     "load_adapter",
     "EcgRecord",
     "EcgRecordError",
