@@ -64,27 +64,49 @@ class Prepared:
     types: list[str]
 
 
-def prepare_data(cfg: SuiteConfig) -> Prepared:
-    """Load the QA data, its records, the held-out classes and the two record pools."""
+def prepare_data(cfg: SuiteConfig, adapter: Path | None = None) -> Prepared:
+    """Load the QA data, its records, the held-out classes and the two record pools.
+
+    With ``classes: heldout`` the classes asked are those the adapter's meta-training held
+    out: from its ``classes.json`` when it has one (a signal adapter), else the split of
+    the suite's parameters over the samples of *every* question type, as meta-training
+    makes it by default (a split over the suite's question types alone would hold out
+    other attributes and could ask meta-trained classes).
+    """
     from ecgqa.meta.data import DataConfig, MetaDataError, ensure_synthetic, load_available
     from ecgqa.qa.ecgqa import QUESTION_TYPES
-    from ecgqa.qa.episodes import split_classes
 
     ensure_synthetic(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
                                 synth_seed=cfg.synth_seed))
     try:
-        data, resolver, samples = load_available(cfg.qa, cfg.records, cfg.version,
-                                                 cfg.question_types)
+        data, resolver, every = load_available(cfg.qa, cfg.records, cfg.version, [])
     except MetaDataError as err:
         raise BenchError(str(err)) from None
-    classes = None
-    if cfg.classes == "heldout":
-        classes = split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-                                by=cfg.holdout_by).meta_test
+    wanted = set(cfg.question_types)
+    samples = [s for s in every if not wanted or s.question_type in wanted]
+    if not samples:
+        raise BenchError(f"{cfg.qa}: no samples of question type(s) {', '.join(sorted(wanted))} "
+                         "with their ECGs available")
+    classes = held_out_classes(cfg, every, adapter) if cfg.classes == "heldout" else None
     support, query = _pools(cfg, samples)
     types = cfg.question_types or [t for t in QUESTION_TYPES
                                    if any(s.question_type == t for s in samples)]
     return Prepared(samples, data.vocab, classes, support, query, resolver, types)
+
+
+def held_out_classes(cfg: SuiteConfig, samples, adapter: Path | None) -> frozenset:
+    """The classes (``class_key``) of ``samples`` that the adapter never meta-trained on."""
+    from ecgqa.meta.adapter import load_class_split
+    from ecgqa.qa.episodes import class_key, class_units, split_classes
+
+    saved = load_class_split(adapter) if adapter is not None and cfg.modality == "signal" \
+        else None
+    if saved is None:
+        return split_classes(samples, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                             by=cfg.holdout_by).meta_test
+    keys = {class_key(s) for s in samples}
+    return frozenset(k for k in keys if class_units(k, saved["by"]) <= saved["test_units"]
+                     and k not in saved["meta_train"])
 
 
 def _pools(cfg: SuiteConfig, samples) -> tuple[set[int], set[int]]:
@@ -116,7 +138,7 @@ def run_suite(cfg: SuiteConfig, out: str | os.PathLike, progress: bool = True) -
     cfg = resolve(cfg)
     out = Path(out)
     folder = check_adapter(cfg.adapter, cfg.modality)       # before any data is touched
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, folder)
     grid = cells(cfg, data.types)
     done = {c.id: _load_cell(out / "cells" / f"{c.id}.json", fingerprint(cfg, c),
                              cfg.modality) for c in grid}

@@ -7,6 +7,8 @@
       projector.safetensors    the meta-learned projector initialisation
       meta.yaml                MetaConfig: algorithm, inner rate and steps used to adapt
       meta.safetensors         the algorithm's own state (Meta-SGD's learned rates)
+      classes.json             the meta-training class split: its parameters, the held-out
+                               units, the meta-train classes (absent in adapters from before)
 
 ``load_adapter`` rebuilds model and algorithm from the folder alone; nothing is pickled.
 The shipped default lives in ``ecgqa/assets/adapter-default`` (``load_adapter("default")``).
@@ -50,6 +52,39 @@ def save_adapter(model, algo, meta: MetaConfig, out: str | os.PathLike) -> Path:
     os.replace(tmp, out / "meta.safetensors")
     save_config(_SavedMeta(meta), out / "meta.yaml")
     return out
+
+
+def save_class_split(split, params: dict, out: str | os.PathLike) -> Path:
+    """Write the meta-training class split beside the adapter (``classes.json``), so a
+    benchmark asks only classes this adapter never trained on.
+
+    Args:
+        split: the :class:`ecgqa.qa.episodes.ClassSplit` of meta-training.
+        params: how it was made (question types, test fraction, seed, ``by``).
+    """
+    import json
+
+    path = Path(out) / "classes.json"
+    body = {**params, "by": split.by, "test_units": sorted(split.test_units),
+            "meta_train": sorted([t, list(a), list(ans)] for t, a, ans in split.meta_train)}
+    tmp = path.with_name(f".classes.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(body, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def load_class_split(source: str | os.PathLike) -> dict | None:
+    """The adapter's ``classes.json`` (``test_units``, ``meta_train`` as tuples), or None
+    for an adapter saved without one."""
+    import json
+
+    path = resolve_adapter(source) / "classes.json"
+    if not path.is_file():
+        return None
+    body = json.loads(path.read_text())
+    body["test_units"] = frozenset(body["test_units"])
+    body["meta_train"] = frozenset((t, tuple(a), tuple(ans)) for t, a, ans in body["meta_train"])
+    return body
 
 
 def resolve_adapter(source: str | os.PathLike) -> Path:

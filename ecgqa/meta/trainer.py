@@ -360,11 +360,15 @@ class MetaTrainer:
 
     def finish(self, results: dict | None = None) -> Path:
         """Write the adapter (and test results); close the trackers."""
-        from ecgqa.meta.adapter import save_adapter
+        from ecgqa.meta.adapter import save_adapter, save_class_split
 
         folder = self.out / "adapter"
         if self.acc.is_main_process:
             save_adapter(self.model, self.algo, self.cfg.meta, folder)
+            d = self.cfg.data
+            save_class_split(self.data.classes, {
+                "qa": d.qa, "question_types": list(d.question_types),
+                "test_fraction": d.test_fraction, "split_seed": d.split_seed}, folder)
             if results is not None:
                 tmp = self.out / f".test_results.json.tmp{os.getpid()}"
                 tmp.write_text(json.dumps(results, indent=2))

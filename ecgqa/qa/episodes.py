@@ -41,7 +41,9 @@ def class_key(sample: QaSample) -> ClassKey:
             tuple(sorted(sample.answer)))
 
 
-def _units(key: ClassKey, by: str) -> frozenset[str]:
+def class_units(key: ClassKey, by: str) -> frozenset[str]:
+    """The units a class is held out by: its attributes (``by='attribute'``; a class
+    without one is its template) or its template."""
     template, attribute, _ = key
     attrs = frozenset(a for a in attribute if a != "none")   # "none" names no concept
     if by == "template" or not attrs:
@@ -78,7 +80,7 @@ def split_classes(samples: Iterable[QaSample], *, test_fraction: float = 0.3, se
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     keys = {class_key(s) for s in samples}
-    all_units = {u for k in keys for u in _units(k, by)}
+    all_units = {u for k in keys for u in class_units(k, by)}
     test_units: set[str] = set()
     rng = np.random.default_rng(seed)
     # attributes and (attribute-less) templates are held out separately, so both kinds
@@ -91,7 +93,7 @@ def split_classes(samples: Iterable[QaSample], *, test_fraction: float = 0.3, se
         test_units |= {units[i] for i in rng.permutation(len(units))[:n_test]}
     train, test, dropped = set(), set(), set()
     for k in keys:
-        u = _units(k, by)
+        u = class_units(k, by)
         if u <= test_units:
             test.add(k)
         elif not u & test_units:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,43 @@ def test_every_shipped_suite_loads_and_validates(suite):
     assert cells(cfg, cfg.question_types or ["single-verify"])
     if cfg.splits_file:
         assert (suite.parent / cfg.splits_file).is_file()
+
+
+def test_held_out_classes_follow_the_adapters_split_else_every_question_type(
+        synth_qa, tiny_adapter, tmp_path):
+    """A suite of one question type must not split classes over that type alone: the
+    held-out attributes would differ from meta-training's and meta-trained classes be
+    asked. The adapter's classes.json wins; without one the split is over every type."""
+    from ecgqa.bench.runner import held_out_classes, prepare_data
+    from ecgqa.bench.suite import SuiteConfig
+    from ecgqa.config import load_config
+    from ecgqa.meta.adapter import save_class_split
+    from ecgqa.meta.data import load_available
+    from ecgqa.qa.episodes import class_key, class_units, split_classes
+
+    cfg = load_config(SuiteConfig, TINY_SUITE, [f"qa={synth_qa}", "classes=heldout"])
+    _, _, every = load_available(str(synth_qa), None, "template", [])
+    overall = split_classes(every, test_fraction=0.3, seed=0)
+    # without classes.json: the split over every question type, the meta-training default
+    assert held_out_classes(cfg, every, tiny_adapter) == overall.meta_test
+    for qt in sorted({s.question_type for s in every}):
+        alone = split_classes([s for s in every if s.question_type == qt], test_fraction=0.3,
+                              seed=0)
+        if alone.meta_test & overall.meta_train:
+            break
+    else:
+        pytest.fail("no question type whose own split asks meta-trained classes")
+    one_type = load_config(SuiteConfig, TINY_SUITE, [f"qa={synth_qa}", "classes=heldout",
+                                                     f"question_types=[{qt}]"])
+    data = prepare_data(one_type, tiny_adapter)
+    assert data.classes and not data.classes & overall.meta_train
+    # with classes.json (another seed): its held-out units, never its meta-train classes
+    other = split_classes(every, test_fraction=0.3, seed=7)
+    assert other.test_units != overall.test_units
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    save_class_split(other, {"split_seed": 7}, adapter)
+    asked = held_out_classes(cfg, every, adapter)
+    assert asked == other.meta_test
+    assert all(class_units(k, "attribute") <= other.test_units for k in asked)
+    assert not asked & other.meta_train and {class_key(s) for s in every} - asked

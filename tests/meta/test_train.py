@@ -174,6 +174,13 @@ def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_
     for s in test_samples:
         assert class_key(s) in split.meta_test and s.split == "test"
         assert not set(s.ecg_ids) & train_records      # patient-level splits
+    # the adapter carries its class split, so a benchmark asks only held-out classes
+    from ecgqa.meta.adapter import load_class_split
+
+    saved = load_class_split(trainer.finish())
+    assert saved["test_units"] == split.test_units and saved["by"] == split.by
+    assert {class_key(s) for ep in seen for s in ep.support + ep.query} <= saved["meta_train"]
+    assert not saved["meta_train"] & split.meta_test
 
 
 def test_wandb_logs_offline_by_default(synth_qa, signal_cache_dir, tmp_path, monkeypatch):
