@@ -186,6 +186,12 @@ def _add_data_instruct_parser(dsub) -> None:
                    "negatives, and image variation (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering images "
                    "(default 1)")
+    p.add_argument("--classes", default=None, metavar="meta-train|ADAPTER",
+                   help="with --qa: keep only meta-training classes, so `ecgqa bench "
+                   "--modality image` on held-out classes compares like with like: "
+                   "'meta-train' (the default meta-training split: 30%% of the attributes "
+                   "held out, seed 0) or a train-meta adapter folder (its classes.json) "
+                   "(default: every class)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_instruct)
 
@@ -228,7 +234,8 @@ def cmd_data_instruct(args: argparse.Namespace) -> int:
                            version=args.version, question_types=args.question_types,
                            max_samples=args.max_samples, size=size,
                            variation=None if args.no_variation else Variation(),
-                           seed=args.seed, workers=args.workers, progress=progress)
+                           seed=args.seed, workers=args.workers, classes=args.classes,
+                           progress=progress)
     except ValueError as err:                  # InstructError, EcgQaError: one line
         raise UserError(str(err)) from None
     finally:

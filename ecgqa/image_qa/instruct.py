@@ -239,7 +239,7 @@ def build_instruct(out: str | os.PathLike, *, qa: str | os.PathLike | None = Non
                    dx: Sequence[str | os.PathLike] | None = None, version: str = "template",
                    question_types: Sequence[str] | None = None, max_samples: int | None = None,
                    size: tuple[int, int] = DEFAULT_SIZE, variation: Variation | None = None,
-                   seed: int = 0, workers: int = 1,
+                   seed: int = 0, workers: int = 1, classes: str | None = None,
                    progress: Callable[[int, int], None] | None = None) -> InstructSummary:
     """Render labelled records and write LLaVA-format instruction data into ``out``.
 
@@ -257,6 +257,10 @@ def build_instruct(out: str | os.PathLike, *, qa: str | os.PathLike | None = Non
         variation: random look of the images; None draws plain printouts.
         seed: seed of subsets, Dx splits and negatives, and image variation.
         workers: processes rendering images.
+        classes: with ``qa``, keep only meta-training classes, so a benchmark of held-out
+            classes compares like with like: ``"meta-train"`` (the meta-training default
+            split: 30 % of the attributes held out, seed 0, over every question type) or a
+            signal adapter folder (the split in its ``classes.json``). None keeps all.
         progress: called as ``progress(done, total)`` as images are written.
 
     Raises:
@@ -269,7 +273,9 @@ def build_instruct(out: str | os.PathLike, *, qa: str | os.PathLike | None = Non
     if (qa is None) == (not dx):
         raise InstructError("give exactly one source: an ECG-QA folder (qa) or Dx folders (dx)")
     if qa is not None:
-        plan = plan_ecgqa(qa, records, version, question_types)
+        plan = plan_ecgqa(qa, records, version, question_types, classes)
+    elif classes is not None:
+        raise InstructError("classes (meta-train classes only) goes with ECG-QA data (qa)")
     else:
         plan = plan_dx(dx, question_types, seed)
     _subset(plan, max_samples, seed)
@@ -279,12 +285,15 @@ def build_instruct(out: str | os.PathLike, *, qa: str | os.PathLike | None = Non
     return _write(out, plan, size, variation, seed, workers, progress)
 
 
-def plan_ecgqa(qa, records, version: str, question_types: Sequence[str] | None) -> Plan:
+def plan_ecgqa(qa, records, version: str, question_types: Sequence[str] | None,
+               classes: str | None = None) -> Plan:
     """One entry per single-ECG question whose record the resolver finds.
 
-    Comparison questions (two ECGs) are left out: one entry has one image.
+    Comparison questions (two ECGs) are left out: one entry has one image. With
+    ``classes`` (see :func:`build_instruct`) questions of held-out classes are left out too.
     """
     from ecgqa.qa.ecgqa import load_ecgqa
+    from ecgqa.qa.episodes import class_key
     from ecgqa.qa.resolve import make_resolver
 
     if question_types and any(t.startswith("comparison") for t in question_types):
@@ -298,10 +307,16 @@ def plan_ecgqa(qa, records, version: str, question_types: Sequence[str] | None) 
     plan = Plan(source="ecgqa", entries=[], records={},
                 inputs={"qa": str(qa), "records": str(records) if records else None,
                         "version": version})
+    keep = None if classes is None else meta_train_classes(qa, records, version, classes)
+    if keep is not None:
+        plan.inputs["classes"] = str(classes)
     found: dict[int, str | None] = {}
     for s in data.samples:
         if s.is_comparison:
             plan.skipped["comparison question"] = plan.skipped.get("comparison question", 0) + 1
+            continue
+        if keep is not None and class_key(s) not in keep:
+            plan.skipped["held-out class"] = plan.skipped.get("held-out class", 0) + 1
             continue
         ecg_id = s.ecg_ids[0]
         if ecg_id not in found:
@@ -320,6 +335,29 @@ def plan_ecgqa(qa, records, version: str, question_types: Sequence[str] | None) 
                   "sample_id": s.sample_id, "attribute": s.attribute and list(s.attribute),
                   "options": list(data.vocab.options(s.template_id))}))
     return plan
+
+
+def meta_train_classes(qa, records, version: str, classes: str) -> frozenset:
+    """The meta-train classes of ``qa``: of the default split (over the questions of every
+    type whose ECG is found, as ``train-meta`` makes it), or of an adapter's."""
+    from ecgqa.meta.adapter import AdapterError, load_class_split
+    from ecgqa.meta.data import MetaDataError, load_available
+    from ecgqa.qa.episodes import split_classes
+
+    if classes == "meta-train":
+        try:
+            _, _, every = load_available(qa, records, version, [])
+        except MetaDataError as err:
+            raise InstructError(str(err)) from None
+        return split_classes(every, test_fraction=0.3, seed=0, by="attribute").meta_train
+    try:
+        saved = load_class_split(classes)
+    except AdapterError as err:
+        raise InstructError(f"classes: {err}") from None
+    if saved is None:
+        raise InstructError(f"classes: {classes} has no classes.json (adapters written by "
+                            "train-meta have one); use classes=meta-train")
+    return saved["meta_train"]
 
 
 def plan_dx(folders: Sequence[str | os.PathLike], question_types: Sequence[str] | None,

@@ -250,6 +250,42 @@ def test_build_from_synthetic_ecgqa_round_trips(synth_qa, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["instruct"]   # no temp folder left
 
 
+def test_meta_train_classes_only_leave_every_held_out_class_out(synth_qa, tmp_path, capsys):
+    from ecgqa.meta.adapter import load_class_split, save_class_split
+    from ecgqa.meta.data import load_available
+    from ecgqa.qa.episodes import class_key, split_classes
+
+    _, _, every = load_available(str(synth_qa), None, "template", [])
+    split = split_classes(every, test_fraction=0.3, seed=0)
+    by_id = {(s.split, s.sample_id): class_key(s) for s in every}
+    out = tmp_path / "train-classes"
+    rc, _, err = _run(capsys, "--qa", str(synth_qa), "--out", str(out), "--classes",
+                      "meta-train", "--question-types", "single-verify", "--size", "32x64",
+                      "--no-variation", "--quiet")
+    assert rc == 0, err
+    got = [x for sp in ("train", "valid", "test") for x in read_instruct(out, split=sp)]
+    keys = {by_id[(x.meta["split"], x.meta["sample_id"])] for x in got}
+    assert keys and keys <= split.meta_train
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"]["held-out class"] > 0 and meta["inputs"]["classes"] == "meta-train"
+    # an adapter's own split (another seed) decides when given
+    other = split_classes(every, test_fraction=0.3, seed=4)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "config.yaml").write_text("{}")
+    (adapter / "meta.yaml").write_text("{}")
+    save_class_split(other, {}, adapter)
+    assert load_class_split(adapter)["meta_train"] == other.meta_train
+    out2 = tmp_path / "adapter-classes"
+    rc, _, err = _run(capsys, "--qa", str(synth_qa), "--out", str(out2), "--classes",
+                      str(adapter), "--question-types", "single-verify", "--size", "32x64",
+                      "--no-variation", "--quiet")
+    assert rc == 0, err
+    got2 = [x for sp in ("train", "valid", "test") for x in read_instruct(out2, split=sp)]
+    assert {by_id[(x.meta["split"], x.meta["sample_id"])] for x in got2} <= other.meta_train
+    assert {x.id for x in got2} != {x.id for x in got}
+
+
 def test_build_from_challenge_dx_codes(real, tmp_path, capsys):
     out = tmp_path / "dx"
     rc, stdout, err = _run(capsys, "--dx", str(real / "cinc2021"), "--out", str(out),
@@ -299,6 +335,8 @@ def test_an_interrupted_build_leaves_nothing(synth_qa, tmp_path):
     (["--qa", "QA", "--question-types", "bogus"], "unknown question type"),
     (["--qa", "QA", "--records", "no-such-index.csv"], "not a records index"),
     (["--qa", "."], "not an ECG-QA folder"),
+    (["--dx", str(REAL / "cinc2021"), "--classes", "meta-train"], "goes with ECG-QA data"),
+    (["--qa", "QA", "--classes", "no/such/adapter"], "not a saved adapter"),
 ])
 def test_cli_errors_exit_2_in_one_line_and_write_nothing(synth_qa, tmp_path, capsys,
                                                          monkeypatch, args, needle):
