@@ -11,7 +11,8 @@ Output folder ``train.out``: ``config.yaml`` (resolved), ``checkpoints/step-*/``
 weights, optimizer, RNG; atomic), ``adapter/`` (peft ``adapter_config.json`` +
 ``adapter_model.safetensors``, ``vision.safetensors``, ``config.yaml``; load it with
 :meth:`ecgqa.image_qa.model.ImageQaModel.from_pretrained`). This module and
-``ecgqa/train_lora.py`` are the only places of the LoRA path that touch ``accelerate``.
+``ecgqa/train_lora.py`` (with :mod:`ecgqa.trainrun`) are the only places of the LoRA path that
+touch ``accelerate``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ import torch
 
 from ecgqa.config import ConfigError, field, save_config
 from ecgqa.image_qa.model import ImageQaConfig, validate_model
-
-REPORT_TO = ("wandb", "tensorboard", "none")
+from ecgqa.trainrun import (
+    init_trackers,
+    make_accelerator,  # noqa: F401  (re-exported: the recipe and tests build runs with it)
+    sum_across,
+    sum_gradients,
+    validate_report_to,
+)
 
 
 @dataclass
@@ -77,8 +83,7 @@ def validate(cfg: TrainLoraConfig) -> None:
     """Check values that would otherwise fail late (before any model is loaded)."""
     t = cfg.train
     validate_model(cfg.model)
-    if t.report_to not in REPORT_TO:
-        raise ConfigError(f"train.report_to {t.report_to!r}: use one of {', '.join(REPORT_TO)}")
+    validate_report_to(t.report_to)
     for name, value in (("train.steps", t.steps), ("train.batch_size", t.batch_size),
                         ("train.grad_accum", t.grad_accum)):
         if value < 1:
@@ -130,13 +135,6 @@ class TrainableState:
                 p.copy_(state[k])
 
 
-def make_accelerator(cfg: TrainLoraConfig):
-    from accelerate import Accelerator
-
-    report = None if cfg.train.report_to == "none" else cfg.train.report_to
-    return Accelerator(log_with=report, project_dir=cfg.train.out)
-
-
 class LoraTrainer:
     """Holds the run's state; ``setup()``, ``train()``, ``validate()``, ``finish()``."""
 
@@ -167,7 +165,7 @@ class LoraTrainer:
             self.step, self.history = state["step"], state.get("history", [])
         if self.acc.is_main_process:
             save_config(cfg, self.out / "config.yaml")
-        self._init_trackers()
+        init_trackers(self.acc, "ecgqa-lora", self.cfg)
         return self
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -183,18 +181,6 @@ class LoraTrainer:
         for g in groups:
             g["lr"] = g["base_lr"]
         return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
-
-    def _init_trackers(self) -> None:
-        from ecgqa.meta.trainer import _flatten, wandb_mode
-
-        if self.cfg.train.report_to == "none":
-            return
-        kwargs = {}
-        if self.cfg.train.report_to == "wandb":
-            os.environ.setdefault("WANDB_SILENT", "true")
-            kwargs = {"wandb": {"dir": str(self.out), "mode": wandb_mode()}}
-        self.acc.init_trackers("ecgqa-lora", config=_flatten(dataclasses.asdict(self.cfg)),
-                               init_kwargs=kwargs)
 
     # ---------------------------------------------------------------- training
 
@@ -234,32 +220,16 @@ class LoraTrainer:
             (loss / t.grad_accum).backward()
             total += float(loss.detach())
         params = self.model.trainable_parameters()
-        self._reduce_gradients(params)
+        sum_gradients(self.acc, params)
         norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else
                                               float("inf"))
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return {"loss": float(self._sum(total)) / t.grad_accum, "grad_norm": float(norm),
+        return {"loss": float(sum_across(self.acc, total)) / t.grad_accum, "grad_norm": float(norm),
                 "lr": self.opt.param_groups[0]["lr"]}
 
     def batch(self, samples: Sequence):
         return self.model.make_batch([s.image for s in samples], [s.turns for s in samples])
-
-    def _reduce_gradients(self, params) -> None:
-        if self.acc.num_processes == 1:
-            return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in params])
-        flat = self._sum(flat)
-        i = 0
-        for p in params:
-            p.grad = flat[i: i + p.numel()].view_as(p).clone()
-            i += p.numel()
-
-    def _sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.acc.num_processes == 1:
-            return x
-        return self.acc.reduce(x.to(self.acc.device), reduction="sum").to(x.device)
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -275,7 +245,7 @@ class LoraTrainer:
             total += torch.tensor([float(self.model.loss(self.batch(chunk))) * len(chunk),
                                    len(chunk)], dtype=torch.float64)
         self.model.train()
-        total = self._sum(total)
+        total = sum_across(self.acc, total)
         return {"loss": float(total[0] / total[1])}
 
     # ---------------------------------------------------------------- output

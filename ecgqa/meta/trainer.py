@@ -5,7 +5,8 @@ tasks ``r, r + P, ...`` and the projector gradients are summed across processes 
 task's loss is divided by the whole meta-batch), so P processes compute the same update
 as one process with the same meta-batch. Episodes depend only on ``(seed, index)``.
 
-This module and :mod:`ecgqa.train_meta` are the only places that touch ``accelerate``.
+This module, :mod:`ecgqa.trainrun` (shared with the LoRA trainer) and :mod:`ecgqa.train_meta`
+are the only places that touch ``accelerate``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import netrc
 import os
 import time
 from dataclasses import dataclass
@@ -28,8 +28,13 @@ from ecgqa.meta.data import DataConfig, MetaData, ensure_synthetic, load_meta_da
 from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
 from ecgqa.models.fusion import ModelConfig
 from ecgqa.registry import META_ALGOS
-
-REPORT_TO = ("wandb", "tensorboard", "none")
+from ecgqa.trainrun import (
+    init_trackers,
+    make_accelerator,  # noqa: F401  (re-exported: the recipe and tests build runs with it)
+    sum_across,
+    sum_gradients,
+    validate_report_to,
+)
 
 
 @dataclass
@@ -65,8 +70,7 @@ def validate(cfg: TrainMetaConfig) -> None:
     if m.algorithm not in META_ALGOS:
         raise ConfigError(f"meta.algorithm {m.algorithm!r}: use one of "
                           f"{', '.join(META_ALGOS.names())}")
-    if t.report_to not in REPORT_TO:
-        raise ConfigError(f"train.report_to {t.report_to!r}: use one of {', '.join(REPORT_TO)}")
+    validate_report_to(t.report_to)
     for name, value in (("train.steps", t.steps), ("meta.inner_steps", m.inner_steps + 1),
                         ("meta.meta_batch", m.meta_batch), ("data.n_way", d.n_way),
                         ("data.k_shot", d.k_shot), ("data.q_query", d.q_query)):
@@ -78,29 +82,7 @@ def validate(cfg: TrainMetaConfig) -> None:
         raise ConfigError("meta.first_order false contradicts fomaml; use meta.algorithm maml")
     if d.holdout_by not in ("attribute", "template"):
         raise ConfigError("data.holdout_by must be attribute or template")
-    if t.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            try:
-                import tensorboardX  # noqa: F401
-            except ImportError:
-                raise ConfigError("train.report_to tensorboard needs `pip install tensorboard`; "
-                                  "or use wandb / none") from None
 
-
-def wandb_mode() -> str:
-    """``WANDB_MODE`` when set; online when the user has logged in; else offline."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
 
 
 def uses_fsdp(accelerator) -> bool:
@@ -131,13 +113,6 @@ def validate_fsdp(cfg: TrainMetaConfig, processes: int) -> None:
     if os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() in ("1", "true"):
         raise ConfigError("fsdp_cpu_ram_efficient_loading must be false: every process "
                           "loads the LLM and shards it itself")
-
-
-def make_accelerator(cfg: TrainMetaConfig):
-    from accelerate import Accelerator
-
-    report = None if cfg.train.report_to == "none" else cfg.train.report_to
-    return Accelerator(log_with=report, project_dir=cfg.train.out)
 
 
 class MetaTrainer:
@@ -186,7 +161,7 @@ class MetaTrainer:
             self.step, self.history = state["step"], state.get("history", [])
         if self.acc.is_main_process:
             save_config(cfg, self.out / "config.yaml")
-        self._init_trackers()
+        init_trackers(self.acc, "ecgqa-meta", self.cfg)
         return self
 
     def _shard_llm(self) -> None:
@@ -229,16 +204,6 @@ class MetaTrainer:
         if load_meta_config(folder).algorithm == self.cfg.meta.algorithm:
             load_algorithm_state(self.algo, folder)
 
-    def _init_trackers(self) -> None:
-        if self.cfg.train.report_to == "none":
-            return
-        kwargs = {}
-        if self.cfg.train.report_to == "wandb":
-            os.environ.setdefault("WANDB_SILENT", "true")
-            kwargs = {"wandb": {"dir": str(self.out), "mode": wandb_mode()}}
-        flat = _flatten(dataclasses.asdict(self.cfg))
-        self.acc.init_trackers("ecgqa-meta", config=flat, init_kwargs=kwargs)
-
     # ---------------------------------------------------------------- training
 
     def train(self) -> list[dict]:
@@ -276,32 +241,14 @@ class MetaTrainer:
             (loss / m.meta_batch).backward()
             totals += torch.tensor([info["support_loss"], info["last_support_loss"],
                                     info["query_loss"]], dtype=torch.float64)
-        self._reduce_gradients()
+        sum_gradients(self.acc, self.params)
         if m.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, m.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        totals = self._sum(totals) / m.meta_batch
+        totals = sum_across(self.acc, totals) / m.meta_batch
         return {"support_loss": float(totals[0]), "last_support_loss": float(totals[1]),
                 "query_loss": float(totals[2])}
-
-    def _reduce_gradients(self) -> None:
-        if self.acc.num_processes == 1:
-            return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.params])
-        flat = self._sum(flat)
-        i = 0
-        for p in self.params:
-            n = p.numel()
-            p.grad = flat[i: i + n].view_as(p).clone()
-            i += n
-
-    def _sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.acc.num_processes == 1:
-            return x
-        dev = self.acc.device
-        return self.acc.reduce(x.to(dev), reduction="sum").to(x.device)
 
     # ---------------------------------------------------------------- evaluation
 
@@ -422,14 +369,3 @@ def format_results(results: dict, title: str = "meta-test") -> str:
     for qt, why in results.get("skipped_types", {}).items():
         lines.append(f"| {qt} | 0 | skipped: {why[:80]} | | |")
     return "\n".join(lines)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool, type(None))) \
-                else json.dumps(v)
-    return out

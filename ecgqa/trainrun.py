@@ -1,0 +1,100 @@
+"""What the two training recipes (meta-training and LoRA tuning) share about a run with
+``accelerate``: the accelerator, experiment tracking, and gradients summed across processes.
+
+Light on purpose (no learn2learn, no peft): both trainers import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import netrc
+import os
+
+import torch
+
+from ecgqa.config import ConfigError
+
+REPORT_TO = ("wandb", "tensorboard", "none")
+
+
+def validate_report_to(value: str) -> None:
+    """``train.report_to`` is known and, for tensorboard, installed (fail before loading)."""
+    if value not in REPORT_TO:
+        raise ConfigError(f"train.report_to {value!r}: use one of {', '.join(REPORT_TO)}")
+    if value == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            try:
+                import tensorboardX  # noqa: F401
+            except ImportError:
+                raise ConfigError("train.report_to tensorboard needs `pip install tensorboard`; "
+                                  "or use wandb / none") from None
+
+
+def make_accelerator(cfg):
+    """The run's ``Accelerator``: trackers per ``cfg.train.report_to``, under ``train.out``."""
+    from accelerate import Accelerator
+
+    report = None if cfg.train.report_to == "none" else cfg.train.report_to
+    return Accelerator(log_with=report, project_dir=cfg.train.out)
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when set; online when the user has logged in; else offline."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def flatten_config(d: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"section.key": scalar or JSON}`` for the trackers."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+            out |= flatten_config(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool, type(None))) \
+                else json.dumps(v)
+    return out
+
+
+def init_trackers(acc, project: str, cfg) -> None:
+    """Start the trackers of ``cfg.train.report_to`` (wandb offline unless logged in)."""
+    if cfg.train.report_to == "none":
+        return
+    kwargs = {}
+    if cfg.train.report_to == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        kwargs = {"wandb": {"dir": str(cfg.train.out), "mode": wandb_mode()}}
+    acc.init_trackers(project, config=flatten_config(dataclasses.asdict(cfg)),
+                      init_kwargs=kwargs)
+
+
+def sum_across(acc, x: torch.Tensor) -> torch.Tensor:
+    """``x`` summed over all processes (itself with one process)."""
+    if acc.num_processes == 1:
+        return x
+    return acc.reduce(x.to(acc.device), reduction="sum").to(x.device)
+
+
+def sum_gradients(acc, params) -> None:
+    """Replace each parameter's gradient by its sum over processes (one all-reduce)."""
+    if acc.num_processes == 1:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])
+    flat = sum_across(acc, flat)
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[i: i + n].view_as(p).clone()
+        i += n
