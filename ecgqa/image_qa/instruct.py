@@ -32,6 +32,7 @@ import numpy as np
 
 from ecgqa.image_qa import dx as dx_questions
 from ecgqa.image_qa.render import DEFAULT_SIZE, Variation
+from ecgqa.qa.ecgqa import read_json_list
 
 IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
@@ -93,7 +94,7 @@ def read_instruct(path: str | os.PathLike, root: str | os.PathLike | None = None
     if not base.is_dir():
         raise InstructError(f"{base}: dataset root is not a folder")
     base = base.resolve()
-    entries = _load_list(file)
+    entries = read_json_list(file, "entries", InstructError)
     return [_parse_entry(entry, f"{file}: entry {i}", base) for i, entry in enumerate(entries)]
 
 
@@ -105,19 +106,6 @@ def _json_file(path: Path, split: str | None) -> Path:
     if not path.is_file():
         raise InstructError(f"{path}: instruction file not found")
     return path
-
-
-def _load_list(file: Path) -> list:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise InstructError(f"{file}: cannot read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise InstructError(f"{file}: malformed JSON at line {err.lineno} column {err.colno}: "
-                            f"{err.msg}") from None
-    if not isinstance(data, list):
-        raise InstructError(f"{file}: expected a JSON list of entries, got {type(data).__name__}")
-    return data
 
 
 def _parse_entry(entry, where: str, root: Path) -> InstructSample:

@@ -270,17 +270,25 @@ def read_split_ecgs(vroot: Path) -> dict[str, frozenset[int]]:
     return out
 
 
-def read_shard(path: Path, split: str, vocab: AnswerVocab | None) -> list[QaSample]:
-    """Parse one JSON shard; every problem names the file and the entry."""
+def read_json_list(path: Path, what: str = "samples", error: type[ValueError] = EcgQaError
+                   ) -> list:
+    """A JSON file holding a list; a missing, undecodable or malformed file, or another JSON
+    value, raises ``error`` with one line naming the file (and the line and column)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise EcgQaError(f"{path}: cannot read ({err})") from None
+        raise error(f"{path}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
-        raise EcgQaError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: "
-                         f"{err.msg}") from None
+        raise error(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: "
+                    f"{err.msg}") from None
     if not isinstance(data, list):
-        raise EcgQaError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
+        raise error(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
+
+
+def read_shard(path: Path, split: str, vocab: AnswerVocab | None) -> list[QaSample]:
+    """Parse one JSON shard; every problem names the file and the entry."""
+    data = read_json_list(path)
     known = set(vocab.answers) if vocab is not None else None
     return [_parse_sample(entry, path, i, split, known) for i, entry in enumerate(data)]
 
