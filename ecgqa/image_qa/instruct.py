@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import numpy as np
 
 from ecgqa.image_qa import dx as dx_questions
 from ecgqa.image_qa.render import DEFAULT_SIZE, Variation
+from ecgqa.outputs import atomic_folder
 from ecgqa.qa.ecgqa import read_json_list
 
 IMAGE_TOKEN = "<image>"
@@ -438,9 +437,7 @@ def _skipped_text(skipped: dict[str, int]) -> str:
 def _write(out: Path, plan: Plan, size, variation, seed: int, workers: int,
            progress) -> InstructSummary:
     """Render every record once, write the split files and meta.json; atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
         failed = _render_all(tmp / "images", plan.records, size, variation, seed, workers,
                              progress)
@@ -457,12 +454,6 @@ def _write(out: Path, plan: Plan, size, variation, seed: int, workers: int,
             (tmp / f"{split}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
         n_images = len(plan.records) - len(failed)
         _write_meta(tmp, plan, counts, n_images, size, variation, seed, failed)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return InstructSummary(out=out, source=plan.source, n_images=n_images, n_entries=counts,
                            skipped=dict(plan.skipped))
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgqa import __version__
+from ecgqa.outputs import atomic_folder
 from ecgqa.records.leads import STANDARD_LEADS
 from ecgqa.synth import questions as Q
 
@@ -106,18 +105,10 @@ def write_synthetic(out: str | os.PathLike, n_ecgs: int, seed: int = 0, *,
         raise ValueError(f"n_ecgs must be >= 10 (patient-level splits need patients), got {n_ecgs}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         facts_rows = _write_records(tmp, n_ecgs, seed, workers, progress)
         counts = _write_questions(tmp, facts_rows, seed)
         _write_readme(tmp, n_ecgs, seed, facts_rows, counts)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_pat = len({r["patient_id"] for r in facts_rows})
     return SynthSummary(out=out, n_ecgs=n_ecgs, n_patients=n_pat, n_questions=counts)
 
