@@ -1,5 +1,6 @@
 """What the two training recipes (meta-training and LoRA tuning) share about a run with
-``accelerate``: the accelerator, experiment tracking, and gradients summed across processes.
+``accelerate``: the accelerator, experiment tracking, and gradients added across processes
+in task order (so any number of processes computes the same bits as one).
 
 Light on purpose (no learn2learn, no peft): both trainers import it.
 """
@@ -86,15 +87,53 @@ def sum_across(acc, x: torch.Tensor) -> torch.Tensor:
     return acc.reduce(x.to(acc.device), reduction="sum").to(x.device)
 
 
-def sum_gradients(acc, params) -> None:
-    """Replace each parameter's gradient by its sum over processes (one all-reduce)."""
-    if acc.num_processes == 1:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+def flat_gradients(params) -> torch.Tensor:
+    """The parameters' gradients as one flat vector (zeros where a gradient is missing)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                       for p in params])
-    flat = sum_across(acc, flat)
+
+
+def gather_tasks(acc, rows: torch.Tensor, count: int) -> torch.Tensor:
+    """Per-task rows of every process, in task order.
+
+    Process ``r`` of ``P`` holds the rows of tasks ``r, r + P, r + 2P, ...`` (fewer than the
+    others when ``count`` is not a multiple of ``P``).
+
+    Args:
+        rows: ``(tasks of this process, n)``.
+        count: tasks over all processes.
+
+    Returns:
+        ``(count, n)``: row ``j`` is task ``j``'s, whichever process ran it.
+    """
+    world = acc.num_processes
+    if world == 1:
+        return rows
+    slots = -(-count // world)
+    padded = torch.zeros(slots, rows.shape[1], dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0]] = rows
+    every = acc.gather(padded.to(acc.device)).to(rows.device)   # (world * slots, n), rank-major
+    order = [(j % world) * slots + j // world for j in range(count)]
+    return every[order]
+
+
+def ordered_sum(rows: torch.Tensor) -> torch.Tensor:
+    """``rows[0] + rows[1] + ...`` one row at a time, in float64, in the rows' dtype.
+
+    The additions happen in task order whatever the number of processes, so one process and
+    several compute the same bits (an all-reduce adds each process's partial sum, an order
+    that depends on the number of processes).
+    """
+    total = torch.zeros(rows.shape[1:], dtype=torch.float64, device=rows.device)
+    for row in rows:
+        total += row.to(torch.float64)
+    return total.to(rows.dtype)
+
+
+def set_gradients(params, flat: torch.Tensor) -> None:
+    """Give each parameter its slice of the flat vector ``flat`` as its gradient."""
     i = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[i: i + n].view_as(p).clone()
+        p.grad = flat[i: i + n].view_as(p).to(p.dtype).clone()
         i += n

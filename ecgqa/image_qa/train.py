@@ -32,10 +32,13 @@ import torch
 from ecgqa.config import ConfigError, field, save_config
 from ecgqa.image_qa.model import ImageQaConfig, validate_model
 from ecgqa.trainrun import (
+    flat_gradients,
+    gather_tasks,
     init_trackers,
     make_accelerator,  # noqa: F401  (re-exported: the recipe and tests build runs with it)
+    ordered_sum,
+    set_gradients,
     sum_across,
-    sum_gradients,
     validate_report_to,
 )
 
@@ -208,24 +211,35 @@ class LoraTrainer:
         return self.history
 
     def train_step(self, step: int) -> dict:
-        """One optimizer step over ``grad_accum`` micro-batches shared out across processes."""
+        """One optimizer step over ``grad_accum`` micro-batches shared out across processes.
+
+        Each micro-batch's gradient is kept apart and all of them are added in micro-batch
+        order (:func:`~ecgqa.trainrun.ordered_sum`), so P processes compute the same bits
+        as one.
+        """
         t = self.cfg.train
         rank, world = self.acc.process_index, self.acc.num_processes
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * lr_at(step, t)
-        total = torch.zeros(1, dtype=torch.float64)
+        params = self.model.trainable_parameters()
+        grads, losses = [], []
         for j in range(rank, t.grad_accum, world):
             idx = micro_batch(len(self.train_data), t.batch_size, t.seed, step * t.grad_accum + j)
             loss = self.model.loss(self.batch([self.train_data[i] for i in idx]))
             (loss / t.grad_accum).backward()
-            total += float(loss.detach())
-        params = self.model.trainable_parameters()
-        sum_gradients(self.acc, params)
+            grads.append(flat_gradients(params))                   # (n,)
+            self.opt.zero_grad(set_to_none=True)
+            losses.append([float(loss.detach())])
+        width = sum(p.numel() for p in params)
+        grads = torch.stack(grads) if grads else torch.zeros(0, width)   # (my batches, n)
+        set_gradients(params, ordered_sum(gather_tasks(self.acc, grads, t.grad_accum)))
         norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else
                                               float("inf"))
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return {"loss": float(sum_across(self.acc, total)) / t.grad_accum, "grad_norm": float(norm),
+        losses = torch.tensor(losses, dtype=torch.float64).reshape(-1, 1)
+        total = ordered_sum(gather_tasks(self.acc, losses, t.grad_accum))
+        return {"loss": float(total[0]) / t.grad_accum, "grad_norm": float(norm),
                 "lr": self.opt.param_groups[0]["lr"]}
 
     def batch(self, samples: Sequence):

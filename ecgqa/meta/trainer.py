@@ -1,9 +1,10 @@
 """Episodic meta-training of the projector: setup -> train -> test, data-parallel over tasks.
 
 Each outer step draws ``meta.meta_batch`` episodes; with P processes, process ``r`` runs
-tasks ``r, r + P, ...`` and the projector gradients are summed across processes (each
-task's loss is divided by the whole meta-batch), so P processes compute the same update
-as one process with the same meta-batch. Episodes depend only on ``(seed, index)``.
+tasks ``r, r + P, ...``; every task's projector gradient (its loss divided by the whole
+meta-batch) is gathered and the gradients are added in task order on every process, so P
+processes compute the same update as one process with the same meta-batch, bit for bit.
+Episodes depend only on ``(seed, index)``.
 
 This module, :mod:`ecgqa.trainrun` (shared with the LoRA trainer) and :mod:`ecgqa.train_meta`
 are the only places that touch ``accelerate``.
@@ -29,10 +30,12 @@ from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
 from ecgqa.models.fusion import ModelConfig
 from ecgqa.registry import META_ALGOS
 from ecgqa.trainrun import (
+    flat_gradients,
+    gather_tasks,
     init_trackers,
     make_accelerator,  # noqa: F401  (re-exported: the recipe and tests build runs with it)
-    sum_across,
-    sum_gradients,
+    ordered_sum,
+    set_gradients,
     validate_report_to,
 )
 
@@ -231,22 +234,30 @@ class MetaTrainer:
         return self.history
 
     def outer_step(self, step: int) -> dict:
-        """One meta-update over ``meta_batch`` episodes shared out across processes."""
+        """One meta-update over ``meta_batch`` episodes shared out across processes.
+
+        Each episode's gradient is kept apart and all of them are added in episode order
+        (:func:`~ecgqa.trainrun.ordered_sum`), so P processes compute the same bits as one.
+        """
         m = self.cfg.meta
         rank, world = self.acc.process_index, self.acc.num_processes
-        totals = torch.zeros(3, dtype=torch.float64)
+        grads, values = [], []
         for j in range(rank, m.meta_batch, world):
             episode = self.data.train.episode(step * m.meta_batch + j)
             loss, info = task_loss(self.model, self.algo, episode, self.signals, m)
             (loss / m.meta_batch).backward()
-            totals += torch.tensor([info["support_loss"], info["last_support_loss"],
-                                    info["query_loss"]], dtype=torch.float64)
-        sum_gradients(self.acc, self.params)
+            grads.append(flat_gradients(self.params))            # (n,)
+            self.opt.zero_grad(set_to_none=True)
+            values.append([info["support_loss"], info["last_support_loss"], info["query_loss"]])
+        width = sum(p.numel() for p in self.params)
+        grads = torch.stack(grads) if grads else torch.zeros(0, width)   # (my tasks, n)
+        set_gradients(self.params, ordered_sum(gather_tasks(self.acc, grads, m.meta_batch)))
         if m.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, m.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        totals = sum_across(self.acc, totals) / m.meta_batch
+        values = torch.tensor(values, dtype=torch.float64).reshape(-1, 3)   # (my tasks, 3)
+        totals = ordered_sum(gather_tasks(self.acc, values, m.meta_batch)) / m.meta_batch
         return {"support_loss": float(totals[0]), "last_support_loss": float(totals[1]),
                 "query_loss": float(totals[2])}
 

@@ -13,12 +13,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from ecgqa.config import ConfigError
 from ecgqa.meta.trainer import uses_fsdp, validate_fsdp
 from tests.meta.conftest import ROOT, TINY, tiny_config, tiny_overrides
-from tests.meta.test_train import SCRIPT, _env, _free_port, _history, _script
+from tests.meta.test_train import (
+    SCRIPT,
+    _differences,
+    _env,
+    _free_port,
+    _history,
+    _script,
+)
 
 FSDP_YAML = ROOT / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -107,18 +113,19 @@ def test_the_sharded_llm_computes_what_the_whole_llm_does(llm, tmp_path):
 
 def test_fsdp_meta_training_on_two_cpu_processes_equals_one_process(synth_qa, signal_cache_dir,
                                                                      tmp_path):
-    # meta_batch = processes: each gradient sum adds the same two numbers in both runs, so
-    # the runs agree bit for bit. With more tasks per process the summation order differs,
-    # and Adam's first steps (about lr * sign(g)) can turn rounding differences in near-zero
-    # gradient components into steps of up to outer_lr (measured: 1e-3 with meta_batch 4,
-    # with or without FSDP)
-    common = ("train.steps=3", "train.save_every=0", "meta.meta_batch=2",
+    # Sharding changes where the frozen LLM's weights live, not what is computed: each
+    # process gathers the whole weights before using them, runs one thread, and the trainer
+    # adds the per-task gradients in task order (trainrun.ordered_sum). So the runs must
+    # agree bit for bit (the tolerance derived from the arithmetic is zero), with two tasks
+    # per process here.
+    common = ("train.steps=3", "train.save_every=0", "meta.meta_batch=4",
               "train.test_episodes=3", "train.eval_every=3", "train.eval_episodes=3",
               "train.progress=false")
     one = _script(synth_qa, tmp_path / "one", signal_cache_dir, *common)
     assert one.returncode == 0, one.stderr[-2000:]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(FSDP_YAML), "--num_processes", "2", "--main_process_port",
+                str(FSDP_YAML), "--num_processes", "2", "--num_cpu_threads_per_process", "1",
+                "--main_process_port",
                 str(_free_port())]
     cmd = [*launcher, str(SCRIPT), "--config", str(TINY),
            *tiny_overrides(synth_qa, tmp_path / "two", signal_cache_dir, *common)]
@@ -131,12 +138,8 @@ def test_fsdp_meta_training_on_two_cpu_processes_equals_one_process(synth_qa, si
     total = int(held[0][2])
     assert all(int(h[1]) < total for h in held) and sum(int(h[1]) for h in held) == total
     print("FSDP bytes per process:", {h[0]: f"{h[1]} of {h[2]}" for h in held})
-    a = load_file(str(tmp_path / "one" / "adapter" / "projector.safetensors"))
-    b = load_file(str(tmp_path / "two" / "adapter" / "projector.safetensors"))
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    assert _differences(tmp_path / "one", tmp_path / "two") == []
     h1, h2 = _history(tmp_path / "one"), _history(tmp_path / "two")
-    assert [round(h["query_loss"], 4) for h in h1] == [round(h["query_loss"], 4) for h in h2]
     assert h1[-1]["valid/option_accuracy"] == h2[-1]["valid/option_accuracy"]
     # meta-test: 3 episodes on 2 processes (one process pads with a dropped episode)
     r1, r2 = (json.loads((tmp_path / d / "test_results.json").read_text())

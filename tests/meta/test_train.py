@@ -66,36 +66,87 @@ def test_tiny_config_runs_a_complete_meta_training(synth_qa, signal_cache_dir, t
     print(f"tiny meta-training, complete run: {seconds:.1f} s")
 
 
-def test_two_cpu_processes_give_the_same_result_as_one(synth_qa, signal_cache_dir, tmp_path):
-    common = ("train.steps=3", "train.test_episodes=0", "train.eval_every=0",
-              "train.save_every=0", "meta.meta_batch=4")
-    one = _script(synth_qa, tmp_path / "one", signal_cache_dir, *common)
-    assert one.returncode == 0, one.stderr[-2000:]
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    cmd = [*launcher, str(SCRIPT), "--config", str(TINY),
-           *tiny_overrides(synth_qa, tmp_path / "two", signal_cache_dir, *common)]
-    two = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                         env=_env(ACCELERATE_USE_CPU="1"))
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 process(es)" in two.stdout
-    # compare what the projectors compute: MultiheadAttention's key bias has an identically
-    # zero gradient (softmax ignores a per-query constant), so Adam turns its rounding noise
-    # into arbitrary lr-sized steps that change no output
-    a = EcgQaModel.from_pretrained(tmp_path / "one" / "adapter").projector
-    b = EcgQaModel.from_pretrained(tmp_path / "two" / "adapter").projector
+# Two processes against one, bit for bit. Each process runs with one thread (the same
+# kernels, the same blocking), each task's gradient is computed by the same operations on
+# the same inputs in both runs, and the trainer adds the per-task gradients and losses in
+# task order whatever the number of processes (trainrun.ordered_sum). So the arithmetic is
+# identical, and the tolerance derived from it is zero: any difference is a bug. A tolerance
+# above zero could not catch a mean-instead-of-sum reduction: Adam divides the gradient by
+# its own scale and clipping rescales it, so that fault changes the update only through
+# Adam's eps and the clip coefficient's rounding (test_a_wrong_reduction_is_caught).
+LAUNCH_2 = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--num_cpu_threads_per_process", "1")
+TWO_PROCESS_COMMON = ("train.steps=3", "train.test_episodes=0", "train.eval_every=0",
+                      "train.save_every=0", "meta.meta_batch=4")
+# Faults injected into the 2-process run through sitecustomize (imported at start-up)
+FAULTS = {
+    # an all-reduce with reduction="mean": the gradient sum divided by the processes
+    "mean": "_set = t.set_gradients\n"
+            "t.set_gradients = lambda params, flat: _set(params, flat / 2)\n",
+    # one rank's gradients never arrive: each process steps on its own tasks only
+    "drop": "_gather = t.gather_tasks\n"
+            "t.gather_tasks = lambda acc, rows, count: (rows if rows.dtype == torch.float32 "
+            "else _gather(acc, rows, count))\n",
+}
+
+
+@pytest.fixture(scope="module")
+def one_process_run(synth_qa, signal_cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one-process")
+    res = _script(synth_qa, out, signal_cache_dir, *TWO_PROCESS_COMMON)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out
+
+
+def _two_processes(qa, out: Path, cache, fault: str | None = None):
+    env = _env(ACCELERATE_USE_CPU="1")
+    if fault:
+        site = out.parent / f"site-{fault}"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text("import torch\nimport ecgqa.trainrun as t\n"
+                                               + FAULTS[fault])
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
+    cmd = [sys.executable, *LAUNCH_2, "--main_process_port", str(_free_port()), str(SCRIPT),
+           "--config", str(TINY), *tiny_overrides(qa, out, cache, *TWO_PROCESS_COMMON)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 process(es)" in res.stdout
+    return out
+
+
+def _differences(one: Path, two: Path) -> list[str]:
+    """Where two runs differ: adapter tensors and logged losses (empty: the same bits)."""
+    a = load_file(str(one / "adapter" / "projector.safetensors"))
+    b = load_file(str(two / "adapter" / "projector.safetensors"))
+    diff = [f"projector {k}: max |diff| {(a[k] - b[k]).abs().max().item():.3g}"
+            for k in sorted(a) if not torch.equal(a[k], b[k])]
+    for x, y in zip(_history(one), _history(two), strict=True):
+        for k in ("support_loss", "last_support_loss", "query_loss"):
+            if x[k] != y[k]:
+                diff.append(f"step {x['step']} {k}: {x[k]!r} != {y[k]!r}")
+    return diff
+
+
+def test_two_cpu_processes_give_the_same_result_as_one(one_process_run, synth_qa,
+                                                        signal_cache_dir, tmp_path):
+    two = _two_processes(synth_qa, tmp_path / "two", signal_cache_dir)
+    assert _differences(one_process_run, two) == []
+    assert len(_history(two)) == 3
     init = _initial_projector(synth_qa, signal_cache_dir, tmp_path)
+    trained = EcgQaModel.from_pretrained(two / "adapter").projector
     feats = torch.randn(8, 5, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out_a, out_b, out_0 = a(feats), b(feats), init(feats)
-    assert (out_a - out_0).abs().max() > 1e-2           # training did change the projector
-    torch.testing.assert_close(out_b, out_a, rtol=1e-4, atol=1e-5)
-    h1 = _history(tmp_path / "one")
-    h2 = _history(tmp_path / "two")
-    assert len(h1) == len(h2) == 3
-    for x, y in zip(h1, h2):
-        assert y["query_loss"] == pytest.approx(x["query_loss"], rel=1e-5)
+        assert (trained(feats) - init(feats)).abs().max() > 1e-2   # training did change it
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_wrong_reduction_is_caught(fault, one_process_run, synth_qa, signal_cache_dir,
+                                     tmp_path):
+    two = _two_processes(synth_qa, tmp_path / "two", signal_cache_dir, fault)
+    diff = _differences(one_process_run, two)
+    print(f"fault {fault}: {len(diff)} differences, e.g. {diff[:2]}")
+    assert any(d.startswith("projector") for d in diff), diff
 
 
 def _initial_projector(qa, cache, tmp_path):
