@@ -12,9 +12,11 @@ line names ``E00001.mat``. Pass ``x.hea``, ``x.mat``, ``x.dat`` or the bare reco
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgqa.errors import EcgqaError
 from ecgqa.records.leads import (
     STANDARD_LEADS,
     canonical_lead_name,
@@ -35,13 +38,15 @@ MIN_SECONDS = 1.0
 MAX_SECONDS = 48 * 3600.0
 MAX_VALUES = 400_000_000          # leads x samples held in memory (1.6 GB of float32)
 MAX_FS = 100_000.0
+MAX_SIGNALS = 1024                # channels in one record
+MIN_FS = 50.0                     # below it no QRS complex can be resolved
 # Median over leads of the band-passed 1-99 percentile range of a real surface ECG.
 PLAUSIBLE_MEDIAN_RANGE_MV = (0.2, 4.0)
 _VOLT_UNITS = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
 _SIGNAL_SUFFIXES = {".hea", ".mat", ".dat"}
 
 
-class EcgRecordError(ValueError):
+class EcgRecordError(EcgqaError):
     """A record could not be read; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
@@ -178,7 +183,12 @@ def read_record(
         raise EcgRecordError(header, str(err)) from None
     rec = _read_wfdb(header)
     if wanted is not None:
+        have = ", ".join(n for n, ok in zip(rec.leads, rec.lead_mask) if ok)
         rec = rec.select_leads(wanted)
+        if not rec.lead_mask.any():
+            raise EcgRecordError(header, f"none of the requested leads "
+                                 f"({_short(', '.join(wanted), 40)}) holds a usable signal in "
+                                 f"this record (it has {_short(have, 60)})")
     if fs is not None:
         if not fs > 0:
             raise EcgRecordError(header, f"target sampling rate must be > 0 Hz, got {fs}")
@@ -195,24 +205,42 @@ def resolve_header(path: str | os.PathLike) -> Path:
     """Map any accepted spelling of a record (``x.hea``, ``x.mat``, ``x.dat``, ``x``) to its
     existing ``.hea`` file."""
     p = Path(path).expanduser()
-    if p.is_dir():
+    if _kind(p) == "dir":
         raise EcgRecordError(p, "is a directory; give a record such as DIR/name.hea")
     if p.suffix.lower() in _SIGNAL_SUFFIXES:
         header = p.with_suffix(".hea")
-        if header.is_file():
+        if _kind(header) == "file":
             return header
-        if p.is_file():
+        if _kind(p) == "file":
             raise EcgRecordError(p, f"no header {header.name} beside the signal file; a WFDB "
                                  "or Challenge record needs its .hea for gains and lead names")
         raise EcgRecordError(p, "no such file")
     header = Path(str(p) + ".hea")  # a bare record name may itself contain dots
-    if header.is_file():
+    if _kind(header) == "file":
         return header
-    if p.is_file():
+    if _kind(p) == "file":
         raise EcgRecordError(p, f"unsupported file type {p.suffix or '(no extension)'!r}: ecgqa "
                              "reads WFDB records (.hea with .dat/.mat/.flac signals) and "
                              "PhysioNet Challenge .hea + .mat pairs")
     raise EcgRecordError(p, f"no such record (neither {p.name} nor {header.name} exists)")
+
+
+def _kind(path: Path) -> str | None:
+    """``"file"``, ``"dir"``, ``"other"`` or None (missing); a path the system cannot even
+    look up (a name too long, a symlink loop, no permission) is the user's error."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ENOTDIR, errno.ELOOP):
+            return None if err.errno == errno.ENOTDIR else "other"
+        raise EcgRecordError(path, f"cannot look up the file: {err.strerror or err}") from None
+    except ValueError as err:                         # an embedded NUL byte
+        raise EcgRecordError(repr(str(path)), f"not a usable file name ({err})") from None
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
 
 
 # --------------------------------------------------------------------------- WFDB path
@@ -231,7 +259,8 @@ def _read_wfdb(header: Path) -> EcgRecord:
             raise EcgRecordError(header, f"malformed header: {_reason(err)}") from None
         _check_header(header, hdr)
         try:
-            wrec = wfdb.rdrecord(base, physical=True)
+            with np.errstate(all="ignore"):     # absurd gains overflow; _clean checks values
+                wrec = wfdb.rdrecord(base, physical=True)
         except Exception as err:
             raise EcgRecordError(header, f"cannot decode the signal: {_reason(err)}") from None
     warnings = []
@@ -315,13 +344,18 @@ class _header_view:
         self.tmp = tempfile.mkdtemp(prefix="ecgqa-hea-")
         name = _record_line(self.text).split()[0].split("/")[0]
         Path(self.tmp, name + ".hea").write_text(self.text)
-        for entry in self.header.parent.iterdir():
-            if entry.name != self.header.name and entry.is_file():
-                target = Path(self.tmp, entry.name)
-                try:
-                    target.symlink_to(entry.resolve())
-                except OSError:
-                    shutil.copyfile(entry, target)
+        try:
+            for entry in self.header.parent.iterdir():
+                if entry.name != self.header.name and entry.is_file():
+                    target = Path(self.tmp, entry.name)
+                    try:
+                        target.symlink_to(entry.resolve())
+                    except OSError:
+                        shutil.copyfile(entry, target)
+        except OSError as err:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise EcgRecordError(self.header, "cannot read the record's folder: "
+                                 f"{err.strerror or err}") from None
         return str(Path(self.tmp, name))
 
     def __exit__(self, *exc) -> None:
@@ -338,18 +372,26 @@ def _check_header(header: Path, hdr) -> None:
     """Reject impossible headers before any sample is read."""
     from wfdb.io._signal import BYTES_PER_SAMPLE
 
-    if getattr(hdr, "n_seg", None) is not None:
-        return  # multi-segment: wfdb checks each segment's header on read
-    if not hdr.n_sig or not hdr.sig_name:
-        raise EcgRecordError(header, "header declares no signals")
-    if len(hdr.sig_name) != hdr.n_sig:
-        raise EcgRecordError(header, f"malformed header: {hdr.n_sig} signals declared but "
-                             f"{len(hdr.sig_name)} signal lines given")
+    n_sig = hdr.n_sig or 0
+    if n_sig > MAX_SIGNALS:
+        raise EcgRecordError(header, f"malformed header: {n_sig} signals declared (at most "
+                             f"{MAX_SIGNALS})")
     fs = float(hdr.fs or 0)
     if not np.isfinite(fs) or fs <= 0:
         raise EcgRecordError(header, f"sampling rate must be > 0 Hz, header says {hdr.fs}")
     if fs > MAX_FS:
         raise EcgRecordError(header, f"sampling rate {fs:g} Hz is implausible for an ECG")
+    if fs < MIN_FS:
+        raise EcgRecordError(header, f"sampling rate {fs:g} Hz is too low for an ECG (at least "
+                             f"{MIN_FS:g} Hz: a QRS complex lasts about 0.1 s)")
+    if getattr(hdr, "n_seg", None) is not None:
+        _check_segments(header, hdr, fs)
+        return  # wfdb reads each segment's own header, which it checks
+    if not n_sig or not hdr.sig_name:
+        raise EcgRecordError(header, "header declares no signals")
+    if len(hdr.sig_name) != n_sig:
+        raise EcgRecordError(header, f"malformed header: {n_sig} signals declared but "
+                             f"{len(hdr.sig_name)} signal lines given")
     for name, unit in zip(hdr.sig_name, hdr.units or []):
         if unit and "/" in unit:
             raise EcgRecordError(header, f"malformed header: cannot parse gain/units {unit!r} "
@@ -360,9 +402,10 @@ def _check_header(header: Path, hdr) -> None:
     per_file: dict[str, float] = {}
     offsets: dict[str, int] = {}
     for i, fname in enumerate(hdr.file_name):
-        src = header.parent / fname
-        if not src.is_file():
-            raise EcgRecordError(header, f"signal file {fname} is missing")
+        kind = _signal_file_kind(header, fname)
+        if kind != "file":
+            raise EcgRecordError(header, f"signal file {_short(fname)} is "
+                                 f"{'missing' if kind is None else 'not a regular file'}")
         spf = (hdr.samps_per_frame or [1] * hdr.n_sig)[i] or 1
         per_file[fname] = per_file.get(fname, 0.0) + BYTES_PER_SAMPLE[hdr.fmt[i]] * spf
         offsets[fname] = (hdr.byte_offset or [None] * hdr.n_sig)[i] or 0
@@ -381,6 +424,49 @@ def _check_header(header: Path, hdr) -> None:
             if sizes[fname] < need:
                 raise EcgRecordError(header, f"header/data mismatch: {n} samples declared but "
                                      f"{fname} holds {max(sizes[fname], 0) / frame_bytes:.0f}")
+
+
+def _check_segments(header: Path, hdr, fs: float) -> None:
+    """A multi-segment master header: segment count, names and lengths that add up."""
+    lengths = list(hdr.seg_len or [])
+    names = list(hdr.seg_name or [])
+    if not hdr.n_sig:
+        raise EcgRecordError(header, "header declares no signals")
+    if not lengths or len(lengths) != len(names) or len(names) != hdr.n_seg:
+        raise EcgRecordError(header, f"malformed header: {hdr.n_seg} segments declared but "
+                             f"{len(names)} segment lines given")
+    if any(n is None or n < 0 for n in lengths):
+        raise EcgRecordError(header, "malformed header: a segment length is missing or negative")
+    total = sum(lengths)
+    if hdr.sig_len and total != hdr.sig_len:
+        raise EcgRecordError(header, f"header/data mismatch: {hdr.sig_len} samples declared, "
+                             f"the segments hold {total}")
+    if total / fs > MAX_SECONDS or total * hdr.n_sig > MAX_VALUES:
+        raise EcgRecordError(header, f"absurd length: {total} samples x {hdr.n_sig} signals")
+    record = header.with_suffix("").name
+    for name in names:
+        if name == "~":
+            continue
+        if name == record:
+            raise EcgRecordError(header, "malformed header: a segment is the record itself")
+        if _signal_file_kind(header, name + ".hea") != "file":
+            raise EcgRecordError(header, f"segment header {_short(name)}.hea is missing")
+
+
+def _signal_file_kind(header: Path, fname: str) -> str | None:
+    """What the header's signal file name points at, beside the header (never above it)."""
+    parts = Path(fname).parts if fname and "\x00" not in fname else ()
+    if not parts or Path(fname).is_absolute() or ".." in parts or parts == (".",):
+        raise EcgRecordError(header, f"signal file name {_short(fname)!r} is not a file name "
+                             "beside the header")
+    try:
+        return _kind(header.parent / fname)
+    except EcgRecordError as err:
+        raise EcgRecordError(header, f"signal file {_short(fname)}: {err.problem}") from None
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # --------------------------------------------------------------------------- canonical form
@@ -417,7 +503,9 @@ def _to_canonical(header: Path, wrec, hdr, warnings: list[str],
     if not rows:
         raise EcgRecordError(header, "no voltage channel in the record (units: "
                              + ", ".join(wrec.units or []) + ")")
-    signal, mask = _clean(header, np.stack(rows).astype(np.float32), names, warnings)
+    with np.errstate(over="ignore", invalid="ignore"):   # out-of-range values become inf,
+        stacked = np.stack(rows).astype(np.float32)      # which _clean treats as invalid
+    signal, mask = _clean(header, stacked, names, warnings)
     order = sorted(range(len(names)), key=lambda i: _lead_rank(names[i], i))
     signal, mask = signal[order], mask[order]
     names = [names[i] for i in order]
@@ -479,10 +567,12 @@ def _amplitude_warnings(signal: np.ndarray, mask: np.ndarray, fs: float) -> list
     """
     from scipy.signal import butter, sosfiltfilt
 
-    x = signal[mask][:, : int(300 * fs)].astype(np.float64)
-    sos = butter(2, [0.67, min(40.0, fs / 2.5)], btype="band", fs=fs, output="sos")
-    if x.shape[1] > 3 * 2 * sos.shape[0] * 3:
-        x = sosfiltfilt(sos, x, axis=1)
+    x = signal[mask][:, : max(1, int(300 * fs))].astype(np.float64)
+    high = min(40.0, fs / 2.5)               # below Nyquist at any rate read_record accepts
+    if high > 2 * 0.67:
+        sos = butter(2, [0.67, high], btype="band", fs=fs, output="sos")
+        if x.shape[1] > 3 * 2 * sos.shape[0] * 3:
+            x = sosfiltfilt(sos, x, axis=1)
     lo, hi = np.percentile(x, [1, 99], axis=1)
     median_range = float(np.median(hi - lo))
     low, high = PLAUSIBLE_MEDIAN_RANGE_MV
@@ -497,7 +587,8 @@ def _amplitude_warnings(signal: np.ndarray, mask: np.ndarray, fs: float) -> list
 
 def _known_gain_quirks(wrec) -> list[str]:
     """Gain errors of published releases that amplitude alone cannot reveal."""
-    gains = {round(float(g), 6) for g in (getattr(wrec, "adc_gain", None) or [])}
+    gains = {round(float(g), 6) for g in (getattr(wrec, "adc_gain", None) or [])
+             if g is not None}
     if re.fullmatch(r"HR\d{5}", str(wrec.record_name)) and gains == {200.0}:
         return ["implausible gain: PhysioNet/CinC 2020 PTB-XL records (HRxxxxx) declare 200/mV "
                 "but store PTB-XL's 1000/mV samples, so amplitudes read 5x too large"]
