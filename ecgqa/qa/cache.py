@@ -3,19 +3,25 @@
 Signals are read once with :func:`ecgqa.records.read.read_record` at a fixed rate,
 duration and lead set, kept in memory (LRU) and, with ``cache_dir``, stored as ``.npz``
 (plain arrays, loaded with ``allow_pickle=False``) keyed by the record's path, size and
-modification time plus the read options, so an edited record is read again.
+modification time plus the read options, so an edited record is read again. A damaged or
+foreign ``.npz`` (truncated, wrong arrays or shapes) is ignored and the record read again; a
+cache folder that cannot be written only costs the disk copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from ecgqa.qa.resolve import RecordResolver
+from ecgqa.records.leads import parse_leads
 from ecgqa.records.read import read_record
 
 CACHE_FORMAT = 1
@@ -70,8 +76,10 @@ class SignalCache:
     def _key(self, path: Path) -> str:
         header = Path(str(path) + ".hea")
         st = header.stat()
+        # the record's files: NAME.* (by name, not glob: a name may hold '*', '[' or '**')
         sig_sizes = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                           for p in header.parent.glob(header.stem + ".*") if p.is_file())
+                           for p in header.parent.iterdir()
+                           if p.name.startswith(header.stem + ".") and p.is_file())
         raw = repr((CACHE_FORMAT, str(header.resolve()), st.st_mtime_ns, sig_sizes,
                     self.fs, self.duration_s, self.leads))
         return hashlib.sha1(raw.encode()).hexdigest()
@@ -82,13 +90,29 @@ class SignalCache:
             return None
         try:
             with np.load(f, allow_pickle=False) as z:
-                return z["signal"], z["mask"]
-        except (OSError, ValueError, KeyError):
+                item = z["signal"], z["mask"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             return None        # a damaged cache entry is simply re-read
+        return item if self._valid(*item) else None
+
+    def _valid(self, signal: np.ndarray, mask: np.ndarray) -> bool:
+        """Whether a cached pair has the shapes and types ``read_record`` gives for this spec."""
+        try:
+            leads = parse_leads(self.leads)
+        except ValueError:     # read_record reports a bad lead selection
+            return False
+        n_leads = len(leads) if leads is not None else signal.shape[0] if signal.ndim else -1
+        return (signal.dtype == np.float32 and mask.dtype == np.bool_
+                and signal.shape == (n_leads, int(round(self.duration_s * self.fs)))
+                and mask.shape == (n_leads,))
 
     def _save_disk(self, path: Path, item) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         f = self.dir / f"{self._key(path)}.npz"
         tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, signal=item[0], mask=item[1])
-        os.replace(tmp, f)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, signal=item[0], mask=item[1])
+            os.replace(tmp, f)
+        except OSError:        # a read-only or full cache folder: keep the signal in memory
+            with contextlib.suppress(OSError):
+                tmp.unlink()

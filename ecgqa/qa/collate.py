@@ -16,12 +16,14 @@ from pathlib import Path
 
 import yaml
 
+from ecgqa.errors import EcgqaError
+
 MARKER = "<ecg>"
 LAYOUTS = ("question_first", "ecg_first")
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "qa.yaml"
 
 
-class PromptError(ValueError):
+class PromptError(EcgqaError):
     """The prompt file is missing or malformed."""
 
 

@@ -20,9 +20,12 @@ import ast
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ecgqa.errors import EcgqaError
 
 QUESTION_TYPES: tuple[str, ...] = (
     "single-verify", "single-choose", "single-query",
@@ -38,8 +41,64 @@ _REQUIRED = ("template_id", "question_id", "sample_id", "question_type", "attrib
              "question", "answer", "ecg_id")
 
 
-class EcgQaError(ValueError):
+class EcgQaError(EcgqaError):
     """ECG-QA data could not be loaded; the message names the file and the entry."""
+
+
+MAX_ID = 2 ** 63 - 1        # ids must fit an int64 (tensors, numpy, Arrow)
+
+
+def user_path(path: str | os.PathLike, error: type[ValueError] = EcgQaError) -> Path:
+    """``Path(path).expanduser()``; an unknown ``~user`` raises ``error``, one line."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:                      # pathlib: "Could not determine home directory"
+        raise error(f"{clean(path)}: cannot expand '~' (no such user or no home folder)") from None
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()`` that answers False instead of raising for a name too long for the
+    file system, an unreadable folder and the like."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that answers False instead of raising (see :func:`is_file`)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def show(value, width: int = 60) -> str:
+    """A value from a file for a one-line error message: ``repr`` (no line breaks), shortened."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 20]}... ({len(text)} chars)"
+
+
+_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def clean(path: str | os.PathLike) -> str:
+    """A path for a one-line error message: control characters (line breaks) escaped."""
+    text = os.fspath(path)
+    text = text if isinstance(text, str) else os.fsdecode(text)
+    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def parse_id(text: str) -> int | None:
+    """A non-negative ASCII decimal id (surrounding spaces allowed) up to ``MAX_ID``, else None."""
+    text = text.strip()
+    if not _DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 @dataclass(frozen=True)
@@ -145,11 +204,11 @@ class EcgQaData:
 
 def find_version_root(root: str | os.PathLike, source: str | None = None) -> Path:
     """Return the folder holding ``answers.csv`` (``root`` itself or ``root/<source>``)."""
-    root = Path(root).expanduser()
-    if (root / "answers.csv").is_file():
+    root = user_path(root)
+    if is_file(root / "answers.csv"):
         return root
     candidates = [source] if source else ["ptbxl", "mimic-iv-ecg"]
-    found = [root / c for c in candidates if (root / c / "answers.csv").is_file()]
+    found = [root / c for c in candidates if is_file(root / c / "answers.csv")]
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
@@ -200,9 +259,14 @@ def load_ecgqa(
     shards = 0
     for split in splits:
         folder = vroot / version / split
-        for shard in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        seen: dict[int, str] = {}                 # sample_id -> its source, within a split
+        for shard in sorted(folder.glob("*.json")) if is_dir(folder) else []:
             shards += 1
             for s in read_shard(shard, split, vocab if check_answers else None):
+                if seen.setdefault(s.sample_id, s.source) != s.source:
+                    raise EcgQaError(f"{clean(shard)}: entry {s.source.rpartition('#')[2]}: "
+                                     f"sample_id {s.sample_id} repeats {seen[s.sample_id]} "
+                                     f"({split} split)")
                 if qtypes is None or s.question_type in qtypes:
                     samples.append(s)
     if shards == 0:
@@ -220,7 +284,7 @@ def load_qa_file(path: str | os.PathLike, question_types: Sequence[str] | None =
     shows); every sample gets the split ``"test"``, so the caller says how records are
     divided (e.g. the benchmark's ``--splits`` pools).
     """
-    p = Path(path).expanduser()
+    p = user_path(path)
     samples = [s for s in read_shard(p, "test", None)
                if not question_types or s.question_type in question_types]
     by_template: dict[int, set[str]] = {}
@@ -234,18 +298,31 @@ def load_qa_file(path: str | os.PathLike, question_types: Sequence[str] | None =
 def read_vocab(vroot: Path) -> AnswerVocab:
     """Read ``answers.csv`` and ``answers_for_each_template.csv``."""
     path = vroot / "answers.csv"
-    rows = _read_csv(path, ("class",))
-    answers = tuple(r["class"] for r in rows)
+    answers = tuple(r["class"] for r in _read_csv(path, ("class",)))
+    if not answers:
+        raise EcgQaError(f"{clean(path)}: no answers (expected 'index,class' rows)")
     by_template: dict[int, tuple[str, ...]] = {}
     tpath = vroot / "answers_for_each_template.csv"
-    if tpath.is_file():
+    if is_file(tpath):
         for i, r in enumerate(_read_csv(tpath, ("template_id", "classes")), start=2):
-            try:
-                classes = ast.literal_eval(r["classes"])
-                by_template[int(r["template_id"])] = tuple(str(c) for c in classes)
-            except (ValueError, SyntaxError) as err:
-                raise EcgQaError(f"{tpath}: line {i}: cannot parse classes ({err})") from None
+            template_id = parse_id(r["template_id"])
+            if template_id is None:
+                raise EcgQaError(f"{clean(tpath)}: line {i}: template_id "
+                                 f"{show(r['template_id'])} is not a non-negative integer")
+            by_template[template_id] = _parse_classes(r["classes"], f"{clean(tpath)}: line {i}")
     return AnswerVocab(answers=answers, by_template=by_template)
+
+
+def _parse_classes(text: str, where: str) -> tuple[str, ...]:
+    """A Python list literal of answer strings, as ECG-QA writes them: ``"['no', 'yes']"``."""
+    try:
+        classes = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise EcgQaError(f"{where}: cannot parse classes ({show(str(err))})") from None
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise EcgQaError(f"{where}: classes must be a list of strings like \"['no', 'yes']\", "
+                         f"got {show(text)}")
+    return tuple(classes)
 
 
 def read_split_ecgs(vroot: Path) -> dict[str, frozenset[int]]:
@@ -253,36 +330,55 @@ def read_split_ecgs(vroot: Path) -> dict[str, frozenset[int]]:
     out: dict[str, frozenset[int]] = {}
     for split in SPLITS:
         path = vroot / f"{split}_ecgs.tsv"
-        if not path.is_file():
+        if not is_file(path):
             continue
         ids = set()
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
-            parts = line.strip().split("\t")
+        for n, line in enumerate(read_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                ids.add(int(parts[-1]))
-            except ValueError:
+            ecg_id = parse_id(line.strip().split("\t")[-1])
+            if ecg_id is None:
                 if n == 1:
                     continue  # a header line
-                raise EcgQaError(f"{path}: line {n}: expected 'index<TAB>ecg_id'") from None
+                raise EcgQaError(f"{clean(path)}: line {n}: expected 'index<TAB>ecg_id', got "
+                                 f"{show(line)}")
+            ids.add(ecg_id)
         out[split] = frozenset(ids)
     return out
+
+
+def read_text(path: Path, error: type[ValueError] = EcgQaError) -> str:
+    """A regular file's UTF-8 text (a leading BOM dropped); anything else raises ``error``
+    with one line naming the file."""
+    try:
+        if not path.is_file():
+            raise error(f"{clean(path)}: "
+                        f"{'not a regular file' if path.exists() else 'no such file'}")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{clean(path)}: cannot read ({err.strerror or err})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{clean(path)}: not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 def read_json_list(path: Path, what: str = "samples", error: type[ValueError] = EcgQaError
                    ) -> list:
     """A JSON file holding a list; a missing, undecodable or malformed file, or another JSON
     value, raises ``error`` with one line naming the file (and the line and column)."""
+    text = read_text(path, error)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise error(f"{path}: cannot read ({err})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise error(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: "
+        raise error(f"{clean(path)}: malformed JSON at line {err.lineno} column {err.colno}: "
                     f"{err.msg}") from None
+    except RecursionError:
+        raise error(f"{clean(path)}: JSON nested too deeply") from None
+    except ValueError as err:          # a number beyond Python's int-string digit limit
+        raise error(f"{clean(path)}: unreadable JSON value ({show(str(err))})") from None
     if not isinstance(data, list):
-        raise error(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+        raise error(f"{clean(path)}: expected a JSON list of {what}, got {type(data).__name__}")
     return data
 
 
@@ -290,45 +386,78 @@ def read_shard(path: Path, split: str, vocab: AnswerVocab | None) -> list[QaSamp
     """Parse one JSON shard; every problem names the file and the entry."""
     data = read_json_list(path)
     known = set(vocab.answers) if vocab is not None else None
-    return [_parse_sample(entry, path, i, split, known) for i, entry in enumerate(data)]
+    samples = [_parse_sample(entry, path, i, split, known) for i, entry in enumerate(data)]
+    seen: dict[int, int] = {}
+    for i, s in enumerate(samples):
+        if seen.setdefault(s.sample_id, i) != i:
+            raise EcgQaError(f"{clean(path)}: entry {i}: sample_id {s.sample_id} repeats "
+                             f"entry {seen[s.sample_id]}")
+    return samples
+
+
+class _BadField(Exception):
+    """A field of the wrong type; the message names the field."""
 
 
 def _parse_sample(entry, path: Path, i: int, split: str, known: set[str] | None) -> QaSample:
-    where = f"{path}: entry {i}"
+    where = f"{clean(path)}: entry {i}"
     if not isinstance(entry, dict):
         raise EcgQaError(f"{where}: expected an object, got {type(entry).__name__}")
     missing = [k for k in _REQUIRED if k not in entry]
     if missing:
         raise EcgQaError(f"{where}: missing field(s) {', '.join(missing)}")
-    where = f"{path}: entry {i} (sample_id {entry['sample_id']})"
+    where = f"{where} (sample_id {show(entry['sample_id'])})"
     try:
-        answer = tuple(str(a) for a in _as_list(entry["answer"]))
-        ecg_ids = tuple(int(e) for e in _as_list(entry["ecg_id"]))
         attr = entry.get("attribute")
-        attribute = None if attr is None else tuple(str(a) for a in _as_list(attr))
         sample = QaSample(
-            sample_id=int(entry["sample_id"]), template_id=int(entry["template_id"]),
-            question_id=int(entry["question_id"]), question_type=str(entry["question_type"]),
-            attribute_type=str(entry["attribute_type"]), question=str(entry["question"]),
-            answer=answer, ecg_ids=ecg_ids, attribute=attribute, split=split,
-            source=f"{path.name}#{i}")
-    except (TypeError, ValueError) as err:
-        raise EcgQaError(f"{where}: bad field value ({err})") from None
+            sample_id=_as_id(entry["sample_id"], "sample_id"),
+            template_id=_as_id(entry["template_id"], "template_id"),
+            question_id=_as_id(entry["question_id"], "question_id"),
+            question_type=_as_text(entry["question_type"], "question_type"),
+            attribute_type=_as_text(entry["attribute_type"], "attribute_type"),
+            question=_as_text(entry["question"], "question"),
+            answer=_as_texts(entry["answer"], "answer"),
+            ecg_ids=tuple(_as_id(e, "ecg_id") for e in _as_list(entry["ecg_id"], "ecg_id")),
+            attribute=None if attr is None else _as_texts(attr, "attribute"),
+            split=split, source=f"{path.name}#{i}")
+    except _BadField as err:
+        raise EcgQaError(f"{where}: bad field value: {err}") from None
     _check_sample(sample, where, known)
     return sample
 
 
-def _as_list(value) -> list:
+def _as_id(value, key: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_ID:       # bool and float excluded
+        raise _BadField(f"{key} must be a non-negative integer, got {show(value)}")
+    return value
+
+
+def _as_text(value, key: str) -> str:
+    if not isinstance(value, str):
+        raise _BadField(f"{key} must be a string, got {show(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BadField(f"{key} holds an unpaired UTF-16 surrogate: {show(value)}") from None
+    return value
+
+
+def _as_texts(value, key: str) -> tuple[str, ...]:
+    return tuple(_as_text(v, key) for v in _as_list(value, key))
+
+
+def _as_list(value, key: str) -> list:
     if isinstance(value, list):
         return value
-    raise TypeError(f"expected a list, got {type(value).__name__}")
+    raise _BadField(f"{key} must be a list, got {type(value).__name__} {show(value)}")
 
 
 def _check_sample(s: QaSample, where: str, known: set[str] | None) -> None:
     if s.question_type not in QUESTION_TYPES:
-        raise EcgQaError(f"{where}: unknown question_type {s.question_type!r}")
+        raise EcgQaError(f"{where}: unknown question_type {show(s.question_type)}")
     if s.attribute_type not in ATTRIBUTE_TYPES:
-        raise EcgQaError(f"{where}: unknown attribute_type {s.attribute_type!r}")
+        raise EcgQaError(f"{where}: unknown attribute_type {show(s.attribute_type)}")
     if not s.answer:
         raise EcgQaError(f"{where}: empty answer list")
     n = 2 if s.is_comparison else 1
@@ -337,17 +466,37 @@ def _check_sample(s: QaSample, where: str, known: set[str] | None) -> None:
     if known is not None:
         unknown = [a for a in s.answer if a not in known]
         if unknown:
-            raise EcgQaError(f"{where}: unknown answer {unknown[0]!r} (not in answers.csv)")
+            raise EcgQaError(f"{where}: unknown answer {show(unknown[0])} (not in answers.csv)")
+
+
+def read_csv_rows(path: Path, what: str = "CSV") -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (a leading BOM dropped); problems raise EcgQaError."""
+    if not is_file(path):
+        raise EcgQaError(f"{clean(path)}: {what} not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.reader(f))
+    except OSError as err:
+        raise EcgQaError(f"{clean(path)}: cannot read {what} ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise EcgQaError(f"{clean(path)}: not UTF-8 text (byte {err.start}: {err.reason})"
+                         ) from None
+    except csv.Error as err:                  # fixed texts: "field larger than field limit"
+        raise EcgQaError(f"{clean(path)}: cannot read {what} ({err})") from None
 
 
 def _read_csv(path: Path, columns: Sequence[str]) -> list[dict]:
-    if not path.is_file():
-        raise EcgQaError(f"{path}: missing")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise EcgQaError(f"{path}: cannot read CSV ({err})") from None
-    if rows and not set(columns) <= set(rows[0]):
-        raise EcgQaError(f"{path}: expected columns {', '.join(columns)}")
+    """CSV rows as dicts; the file must have ``columns`` and every row a value for each."""
+    header, *body = read_csv_rows(path) or [[]]
+    if not set(columns) <= set(header):
+        raise EcgQaError(f"{clean(path)}: expected columns {', '.join(columns)}, got "
+                         f"{show(','.join(header))}")
+    rows = []
+    for n, values in enumerate(body, start=1):
+        if not values:
+            continue                          # a blank line, as csv.DictReader skips it
+        if len(values) < len(header):
+            raise EcgQaError(f"{clean(path)}: row {n}: expected a value for each of "
+                             f"{', '.join(header)}")
+        rows.append(dict(zip(header, values)))
     return rows

@@ -1,7 +1,9 @@
 """Map ECG-QA ``ecg_id`` values to record paths: records index, PTB-XL or MIMIC-IV-ECG layout.
 
 - records index: a CSV with columns ``ecg_id,path``; ``path`` names a record without
-  extension (``records/00001``), relative to the CSV's folder or absolute.
+  extension (``records/00001``), relative to the CSV's folder or absolute. A relative path
+  stays inside the CSV's folder: one that climbs out with ``..`` is refused (write an
+  absolute path for a record elsewhere, as :func:`write_index` does).
 - PTB-XL download: ``records500/02000/02345_hr`` (or ``records100/.../02345_lr``); the
   folder holding ``records500/`` or ``records100/``.
 - MIMIC-IV-ECG download: ``record_list.csv`` (``study_id``, ``path``) and ``files/``;
@@ -18,7 +20,16 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from ecgqa.qa.ecgqa import EcgQaError
+from ecgqa.qa.ecgqa import (
+    EcgQaError,
+    clean,
+    is_dir,
+    is_file,
+    parse_id,
+    read_csv_rows,
+    show,
+    user_path,
+)
 
 
 class RecordResolver:
@@ -46,7 +57,7 @@ class RecordsIndex(RecordResolver):
     """``ecg_id,path`` CSV (paths relative to the CSV or absolute)."""
 
     def __init__(self, csv_path: str | os.PathLike):
-        self.csv_path = Path(csv_path).expanduser()
+        self.csv_path = user_path(csv_path)
         self.description = f"records index {self.csv_path}"
         self._paths = _read_index(self.csv_path)
 
@@ -62,46 +73,55 @@ class RecordsIndex(RecordResolver):
 
 
 def _read_index(path: Path) -> dict[int, Path]:
-    if not path.is_file():
-        raise EcgQaError(f"{path}: records index not found")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise EcgQaError(f"{path}: cannot read records index ({err})") from None
+    rows = read_csv_rows(path, "records index")
     if not rows or [c.strip() for c in rows[0][:2]] != ["ecg_id", "path"]:
-        raise EcgQaError(f"{path}: a records index starts with the header 'ecg_id,path'")
+        raise EcgQaError(f"{clean(path)}: a records index starts with the header 'ecg_id,path'")
     out: dict[int, Path] = {}
     for n, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
         if len(row) < 2 or not row[1].strip():
-            raise EcgQaError(f"{path}: line {n}: expected 'ecg_id,path'")
-        try:
-            ecg_id = int(row[0])
-        except ValueError:
-            raise EcgQaError(f"{path}: line {n}: ecg_id {row[0]!r} is not an integer") from None
+            raise EcgQaError(f"{clean(path)}: line {n}: expected 'ecg_id,path'")
+        ecg_id = parse_id(row[0])
+        if ecg_id is None:
+            raise EcgQaError(f"{clean(path)}: line {n}: ecg_id {show(row[0])} is not an integer "
+                             "(0 or more)")
         if ecg_id in out:
-            raise EcgQaError(f"{path}: line {n}: ecg_id {ecg_id} listed twice")
-        rec = Path(row[1].strip()).expanduser()
+            raise EcgQaError(f"{clean(path)}: line {n}: ecg_id {ecg_id} listed twice")
+        rec = _record_path(row[1].strip(), path.parent, f"{clean(path)}: line {n}")
         if rec.suffix.lower() in (".hea", ".dat", ".mat"):
             rec = rec.with_suffix("")      # tolerate a path given with its extension
-        out[ecg_id] = rec if rec.is_absolute() else (path.parent / rec)
+        out[ecg_id] = rec
     return out
 
 
+def _record_path(text: str, base: Path, where: str) -> Path:
+    """``text`` (absolute, or relative to ``base`` without climbing out of it) as a path."""
+    if "\x00" in text:
+        raise EcgQaError(f"{where}: path {show(text)} contains a NUL byte")
+    home = text == "~" or text.startswith("~/")        # "~name" is a file name here
+    rec = user_path(text) if home else Path(text)
+    if rec.is_absolute():
+        return rec
+    parts = os.path.normpath(rec).split(os.sep)
+    if parts[0] in (os.pardir, os.curdir):      # "..", "a/../..", and "." (its .hea is outside)
+        raise EcgQaError(f"{where}: path {show(text)} leaves the folder {clean(base)}; give "
+                         "a path inside it or an absolute path")
+    return base / rec
+
+
 def _record_exists(base: Path) -> bool:
-    return Path(str(base) + ".hea").is_file()
+    return is_file(Path(str(base) + ".hea"))
 
 
 class PtbxlLayout(RecordResolver):
     """A PTB-XL download (``records500/`` preferred, else ``records100/``)."""
 
     def __init__(self, root: str | os.PathLike, prefer: str = "records500"):
-        self.root = Path(root).expanduser()
+        self.root = user_path(root)
         self.description = f"PTB-XL folder {self.root}"
         options = [prefer] + [d for d in ("records500", "records100") if d != prefer]
-        self.folders = [d for d in options if (self.root / d).is_dir()]
+        self.folders = [d for d in options if is_dir(self.root / d)]
         if not self.folders:
             raise EcgQaError(f"{self.root}: not a PTB-XL folder (no records500/ or records100/)")
 
@@ -119,18 +139,30 @@ class MimicIvEcgLayout(RecordResolver):
     """A MIMIC-IV-ECG download: ``record_list.csv`` maps ``study_id`` to ``path``."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser()
+        self.root = user_path(root)
         self.description = f"MIMIC-IV-ECG folder {self.root}"
         listing = self.root / "record_list.csv"
-        if not listing.is_file():
-            raise EcgQaError(f"{self.root}: not a MIMIC-IV-ECG folder (no record_list.csv)")
+        if not is_file(listing):
+            raise EcgQaError(f"{clean(self.root)}: not a MIMIC-IV-ECG folder (no "
+                             "record_list.csv)")
+        rows = read_csv_rows(listing, "record list")
+        header = [c.strip() for c in rows[0]] if rows else []
+        if not {"study_id", "path"} <= set(header):
+            raise EcgQaError(f"{clean(listing)}: expected columns study_id and path")
+        sid, col = header.index("study_id"), header.index("path")
         self._paths: dict[int, Path] = {}
-        with open(listing, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not {"study_id", "path"} <= set(reader.fieldnames or []):
-                raise EcgQaError(f"{listing}: expected columns study_id and path")
-            for row in reader:
-                self._paths[int(row["study_id"])] = self.root / row["path"]
+        for n, row in enumerate(rows[1:], start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) <= max(sid, col) or not row[col].strip():
+                raise EcgQaError(f"{clean(listing)}: line {n}: expected {len(header)} columns "
+                                 f"({', '.join(header)})")
+            study = parse_id(row[sid])
+            if study is None:
+                raise EcgQaError(f"{clean(listing)}: line {n}: study_id {show(row[sid])} is not "
+                                 "an integer (0 or more)")
+            self._paths[study] = _record_path(row[col].strip(), self.root,
+                                              f"{clean(listing)}: line {n}")
 
     def path(self, ecg_id: int) -> Path | None:
         p = self._paths.get(int(ecg_id))
@@ -139,17 +171,17 @@ class MimicIvEcgLayout(RecordResolver):
 
 def make_resolver(location: str | os.PathLike) -> RecordResolver:
     """A resolver for a records-index CSV, a PTB-XL folder or a MIMIC-IV-ECG folder."""
-    p = Path(location).expanduser()
-    if p.is_file():
+    p = user_path(location)
+    if is_file(p):
         return RecordsIndex(p)
-    if (p / "record_list.csv").is_file():
+    if is_file(p / "record_list.csv"):
         return MimicIvEcgLayout(p)
-    if (p / "records500").is_dir() or (p / "records100").is_dir():
+    if is_dir(p / "records500") or is_dir(p / "records100"):
         return PtbxlLayout(p)
-    if p.is_dir() and (p / "records_index.csv").is_file():
+    if is_file(p / "records_index.csv"):
         return RecordsIndex(p / "records_index.csv")
-    raise EcgQaError(f"{p}: not a records index CSV, PTB-XL folder (records500/, records100/) "
-                     "or MIMIC-IV-ECG folder (record_list.csv)")
+    raise EcgQaError(f"{clean(p)}: not a records index CSV, PTB-XL folder (records500/, "
+                     "records100/) or MIMIC-IV-ECG folder (record_list.csv)")
 
 
 def write_index(path: str | os.PathLike, records: dict[int, str | os.PathLike]) -> Path:
@@ -158,16 +190,20 @@ def write_index(path: str | os.PathLike, records: dict[int, str | os.PathLike]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     base = path.parent.resolve()
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["ecg_id", "path"])
-        for ecg_id in sorted(records):
-            rec = Path(records[ecg_id]).resolve()
-            try:
-                rec = rec.relative_to(base)
-            except ValueError:
-                pass
-            w.writerow([ecg_id, rec.as_posix()])
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["ecg_id", "path"])
+            for ecg_id in sorted(records):
+                rec = Path(records[ecg_id]).resolve()
+                try:
+                    rec = rec.relative_to(base)
+                except ValueError:
+                    pass
+                w.writerow([ecg_id, rec.as_posix()])
+    except BaseException:
+        tmp.unlink(missing_ok=True)           # nothing written half-way
+        raise
     os.replace(tmp, path)
     return path
 
@@ -189,9 +225,9 @@ def find_ptbxl_records(folders: Iterable[str | os.PathLike]) -> dict[int, Path]:
     """
     found: dict[int, tuple[int, Path]] = {}
     for folder in folders:
-        root = Path(folder).expanduser()
-        if not root.is_dir():
-            raise EcgQaError(f"{root}: not a folder")
+        root = user_path(folder)
+        if not is_dir(root):
+            raise EcgQaError(f"{clean(root)}: not a folder")
         for header in sorted(root.rglob("*.hea")):
             for rank, pattern in enumerate(_PTBXL_NAMES):
                 m = pattern.match(header.stem)
