@@ -46,6 +46,8 @@ from typing import TextIO
 
 import numpy as np
 
+from ecgqa.config import expand_path
+from ecgqa.errors import EcgqaError
 from ecgqa.records.leads import parse_leads
 from ecgqa.records.read import EcgRecord, read_record
 
@@ -86,7 +88,7 @@ _TEMPLATE_PATTERNS: tuple[tuple[int, str], ...] = (
 )
 
 
-class ChatError(ValueError):
+class ChatError(EcgqaError):
     """A problem the user can fix (bad question, option or file); one line."""
 
 
@@ -540,7 +542,7 @@ def adapter_kind(adapter: str | os.PathLike) -> tuple[str, Path]:
     """
     from ecgqa.meta.adapter import AdapterError, resolve_adapter
 
-    folder = Path(adapter).expanduser()
+    folder = expand_path(adapter)
     if str(adapter) != "default":
         for candidate in (folder, folder / "adapter"):
             if (candidate / "adapter_config.json").is_file() and \
@@ -585,45 +587,56 @@ def load_shots(path: str | os.PathLike, records: str | os.PathLike | None = None
             (``answers.csv`` + ``template/*/*.json``, e.g. ``ecgqa data synth`` output).
         records: records index CSV, PTB-XL or MIMIC-IV-ECG folder; default the
             ``records_index.csv`` in the shard's folder or one of its parents.
-        limit: keep the first ``limit`` examples.
+        limit: keep the first ``limit`` examples (an int >= 1).
 
     Returns:
         ``(samples, resolver)``; every sample's ECGs exist.
 
     Raises:
-        ChatError: a missing or malformed file, or an ECG the records do not hold.
+        ChatError: a missing or malformed file, an ECG the records do not hold, or a
+            ``limit`` below 1.
     """
-    from ecgqa.qa.ecgqa import EcgQaError, load_ecgqa, read_shard
+    from ecgqa.qa.ecgqa import (
+        EcgQaError,
+        clean,
+        is_dir,
+        is_file,
+        load_ecgqa,
+        read_shard,
+        user_path,
+    )
     from ecgqa.qa.resolve import make_resolver
 
-    p = Path(path).expanduser()
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ChatError(f"--max-shots must be an integer >= 1, got {limit!r}")
     try:
-        if p.is_dir():
+        p = user_path(path)
+        if is_dir(p):
             samples = load_ecgqa(p).samples
-        elif p.is_file():
+        elif is_file(p):
             samples = read_shard(p, "train", None)
         else:
-            raise EcgQaError(f"{p}: no such file or folder")
+            raise EcgQaError(f"{clean(p)}: no such file or folder")
         if not samples:
-            raise EcgQaError(f"{p}: no examples")
+            raise EcgQaError(f"{clean(p)}: no examples")
         samples = samples[:limit]
         resolver = make_resolver(records if records is not None else _find_index(p))
         for s in samples:
             for ecg_id in s.ecg_ids:
-                resolver.require(ecg_id, f"{p} (sample_id {s.sample_id})")
+                resolver.require(ecg_id, f"{clean(p)} (sample_id {s.sample_id})")
     except EcgQaError as err:
         raise ChatError(f"--shots: {err}") from None
     return samples, resolver
 
 
 def _find_index(shots: Path) -> Path:
-    start = shots if shots.is_dir() else shots.parent
-    for folder in [start, *start.parents][:5]:
-        if (folder / "records_index.csv").is_file():
-            return folder / "records_index.csv"
-    from ecgqa.qa.ecgqa import EcgQaError
+    from ecgqa.qa.ecgqa import EcgQaError, clean, is_dir, is_file
 
-    raise EcgQaError(f"{shots}: no records_index.csv beside it or above; give --records "
+    start = shots if is_dir(shots) else shots.parent
+    for folder in [start, *start.parents][:5]:
+        if is_file(folder / "records_index.csv"):
+            return folder / "records_index.csv"
+    raise EcgQaError(f"{clean(shots)}: no records_index.csv beside it or above; give --records "
                      "(records index CSV, PTB-XL or MIMIC-IV-ECG folder)")
 
 
@@ -668,29 +681,45 @@ def render_settings(adapter: str | os.PathLike) -> RenderSettings:
     Args:
         adapter: a ``train-lora`` adapter folder (with ``config.yaml``).
     """
-    import yaml
+    from ecgqa.image_qa.model import load_saved_config
+    from ecgqa.models.encoders.checkpoint import read_json
 
     folder = Path(adapter)
-    model = yaml.safe_load((folder / "config.yaml").read_text())["model"]
+    try:
+        model, _ = load_saved_config(folder)
+    except EcgqaError as err:
+        raise ChatError(f"--adapter {folder}: {err}") from None
     meta = _training_meta(folder)
     if meta is not None:
         try:
-            height, width = (int(v) for v in json.loads(meta.read_text())["size"])
-            return RenderSettings((height, width), str(meta))
-        except (OSError, ValueError, KeyError, TypeError):
+            size = _render_size(read_json(meta, ChatError)["size"])
+            return RenderSettings(size, str(meta))
+        except (EcgqaError, KeyError, TypeError):
             pass                                      # unreadable: fall back to the model's
-    height, width = (int(v) for v in model["image_size"])
-    return RenderSettings((height, width), f"{folder / 'config.yaml'} model.image_size")
+    try:
+        size = _render_size(model.image_size)
+    except ChatError as err:
+        raise ChatError(f"{folder / 'config.yaml'}: model.image_size: {err}") from None
+    return RenderSettings(size, f"{folder / 'config.yaml'} model.image_size")
+
+
+def _render_size(value) -> tuple[int, int]:
+    """``[height, width]`` of a picture a record can be drawn as (16..8192 px each way)."""
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            type(v) is int and 16 <= v <= 8192 for v in value):
+        raise ChatError(f"size {value!r:.60} is not [height, width] of 16..8192 px")
+    return value[0], value[1]
 
 
 def _training_meta(adapter: Path) -> Path | None:
     """``meta.json`` of the instruction data the adapter was trained on, if it is found."""
-    import yaml
+    from ecgqa.config import expand_path, parse_yaml, read_text
 
+    run = adapter.parent / "config.yaml"
     try:
-        data = Path(str(yaml.safe_load((adapter.parent / "config.yaml").read_text())
-                        ["data"]["path"])).expanduser()
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        data = expand_path(str(parse_yaml(read_text(run, ChatError), str(run), ChatError)
+                               ["data"]["path"]))
+    except (EcgqaError, KeyError, TypeError):
         return None
     bases = [Path()] if data.is_absolute() else [Path.cwd(), *adapter.resolve().parents]
     for base in bases:
@@ -701,32 +730,85 @@ def _training_meta(adapter: Path) -> Path | None:
     return None
 
 
+MAX_IMAGE_PIXELS = 64_000_000     # a 600-dpi A4 scan is 35 Mpx, most phone photos 12-50 Mpx
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+"""Formats ``read_image`` opens (Pillow plugin names; JPEG includes a camera's MPO)."""
+
+
 def read_image(path: str | os.PathLike):
-    """Read a photo, scan or rendered picture of an ECG (any format Pillow reads) as RGB.
+    """Read a photo, scan or rendered picture of an ECG as RGB.
+
+    PNG, JPEG, GIF, BMP, TIFF and WebP are read (the first frame of an animation or a
+    multi-page file); the EXIF orientation of a photo is applied, transparency is laid on
+    white paper, and 16-bit or float greys are scaled to 8 bits. The size is checked from
+    the header before any pixel is decoded.
 
     Returns:
         A fully loaded ``PIL.Image.Image`` in mode ``RGB``.
 
     Raises:
-        ChatError: a missing file, not an image, a truncated or corrupt one, or one
-            smaller than 16 pixels a side; one line.
+        ChatError: a missing file, not such an image, a truncated or corrupt one, one larger
+            than ``MAX_IMAGE_PIXELS`` or smaller than 16 pixels a side; one line.
     """
     from PIL import Image
 
-    p = Path(path).expanduser()
+    from ecgqa.config import expand_path
+
+    p = expand_path(path)
     if not p.is_file():
         raise ChatError(f"--image {p}: {'not a file' if p.exists() else 'no such file'}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        why = " ".join(str(err).split()) or type(err).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # Pillow's bomb and metadata warnings
+            with Image.open(p, formats=IMAGE_FORMATS) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise ChatError(f"--image {p}: {im.width}x{im.height} px is too large "
+                                    f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels); "
+                                    "scale it down")
+                im.load()
+                rgb = _as_rgb(_upright(im))
+    except ChatError:
+        raise
+    except Image.DecompressionBombError:
+        raise ChatError(f"--image {p}: its header declares more than "
+                        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; scale it down") from None
+    except Image.UnidentifiedImageError:
+        raise ChatError(f"--image {p}: not a readable image (not a PNG, JPEG, GIF, BMP, TIFF "
+                        "or WebP file)") from None
+    except Exception as err:    # noqa: BLE001 - Pillow's decoders raise OSError, ValueError,
+        # SyntaxError, struct.error, ... on a corrupt file
+        why = " ".join(str(err).split())[:200] or type(err).__name__
         raise ChatError(f"--image {p}: not a readable image ({why})") from None
     if min(rgb.size) < MIN_IMAGE_PX:
         raise ChatError(f"--image {p}: {rgb.width}x{rgb.height} px is too small to read an ECG "
                         f"from (at least {MIN_IMAGE_PX} px a side)")
     return rgb
+
+
+def _upright(im):
+    """The picture turned as its EXIF orientation says (unchanged if that is unreadable)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:                          # noqa: BLE001 - a corrupt EXIF block
+        return im
+
+
+def _as_rgb(im):
+    """RGB: transparency laid on white, 16-bit / 32-bit / float greys scaled to 8 bits."""
+    from PIL import Image
+
+    if im.mode in ("I", "F") or im.mode.startswith("I;"):
+        x = np.nan_to_num(np.asarray(im, dtype=np.float64), posinf=0.0, neginf=0.0)
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+        return Image.fromarray(x.astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 class ImageSession:
@@ -837,7 +919,9 @@ def _image_adapter_folder(adapter, flag: str = "the image modality") -> Path:
             "adapter_config.json + vision.safetensors)")
     if str(adapter) == "default":
         raise ChatError(f"{need}; the shipped default adapter reads signals")
-    kind, folder = adapter_kind(adapter)
+    from ecgqa.config import expand_path
+
+    kind, folder = adapter_kind(expand_path(adapter))     # "~nosuchuser/x" is no RuntimeError
     if kind != "image":
         raise ChatError(f"{need}; --adapter {adapter} is a signal adapter (train-meta)")
     return folder
@@ -845,9 +929,7 @@ def _image_adapter_folder(adapter, flag: str = "the image modality") -> Path:
 
 def _load_image_model(folder: Path):
     """``ImageQaModel.from_pretrained(folder)``; a bad adapter is a :class:`ChatError`."""
-    from ecgqa.config import ConfigError
     from ecgqa.image_qa.model import ImageQaModel
-    from ecgqa.models.llm import LlmError
 
     _quiet_transformers()
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)   # peft imports it: CPU notices
@@ -855,7 +937,7 @@ def _load_image_model(folder: Path):
         with warnings.catch_warnings():       # peft's use of a deprecated transformers name
             warnings.simplefilter("ignore", FutureWarning)
             return ImageQaModel.from_pretrained(folder)
-    except (ConfigError, LlmError, FileNotFoundError) as err:
+    except EcgqaError as err:         # ConfigError, LlmError, EncoderError ... of the folder
         raise ChatError(f"--adapter {folder}: {err}") from None
 
 

@@ -602,7 +602,7 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ecgqa`` console script."""
-    from ecgqa.records.read import EcgRecordError
+    from ecgqa.errors import EcgqaError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -622,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
-    except (UserError, EcgRecordError) as err:
+    except (UserError, EcgqaError) as err:    # every user error of the library
         print(f"ecgqa: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # unwritable output, full disk ...

@@ -10,7 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
+import reprlib
+import stat
 import types
 import typing
 from pathlib import Path
@@ -18,11 +21,92 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ecgqa.errors import EcgqaError
+
 C = TypeVar("C")
+MAX_TEXT_BYTES = 16 << 20          # a config, prompt or metadata file is far smaller
 
 
-class ConfigError(ValueError):
+class ConfigError(EcgqaError):
     """A config value is missing, unknown or of the wrong type."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxset = _SHORT.maxfrozenset = 4
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
+
+
+def short(value: Any) -> str:
+    """A bounded one-line ``repr`` for messages: a value from a file may be huge, deeply
+    nested, self-referencing (YAML aliases) or hold newlines."""
+    try:
+        return _SHORT.repr(value)
+    except Exception:                       # noqa: BLE001 - a repr that fails is no message
+        return f"<{type(value).__name__}>"
+
+
+def expand_path(path: str | os.PathLike) -> Path:
+    """``Path(path).expanduser()``; ``~nosuchuser/x`` stays as given (no home to put there)."""
+    p = Path(path)
+    try:
+        return p.expanduser()
+    except RuntimeError:
+        return p
+
+
+def read_text(path: str | os.PathLike, error: type[EcgqaError] = ConfigError,
+              limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a small regular file (a BOM is dropped).
+
+    Raises:
+        ``error`` naming the file: missing, not a regular file (a folder, a device, a
+        pipe), larger than ``limit`` bytes, unreadable, or not UTF-8.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError) as err:
+        why = "no such file" if isinstance(err, FileNotFoundError) else _os_reason(err)
+        raise error(f"{p}: {why}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{p}: not a file")
+    if st.st_size > limit:
+        raise error(f"{p}: {st.st_size} bytes is too large for this file (at most {limit})")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise error(f"{p}: cannot read ({_os_reason(err)})") from None
+    if len(data) > limit:
+        raise error(f"{p}: too large for this file (at most {limit} bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{p}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                    f"{err.start})") from None
+
+
+def _os_reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+
+
+def parse_yaml(text: str, where: str, error: type[EcgqaError] = ConfigError) -> Any:
+    """``yaml.safe_load(text)``; any failure (syntax, an unknown ``!!tag``, an undefined
+    alias, nesting too deep, a bad timestamp ...) is ``error`` with one line naming ``where``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(err.problem or err.context or "").split())
+        raise error(f"{where}: invalid YAML{at}: {what}") from None
+    except RecursionError:
+        raise error(f"{where}: invalid YAML: nested too deeply") from None
+    except Exception as err:                # noqa: BLE001 - PyYAML's constructors raise
+        # ValueError, AttributeError, ... on values such as `!!int x` or `2001-13-45`
+        what = " ".join(str(err).split())[:200] or type(err).__name__
+        raise error(f"{where}: invalid YAML: {what}") from None
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, **kw) -> Any:  # noqa: A002
@@ -37,16 +121,23 @@ def field(default: Any = dataclasses.MISSING, *, help: str, **kw) -> Any:  # noq
 
 def from_dict(cls: type[C], data: dict | None, where: str = "") -> C:
     """Build dataclass ``cls`` from a dict, checking names and types recursively."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where.rstrip('.') or cls.__name__}: expected a mapping, got "
+                          f"{short(data)}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"config key {where}{short(odd[0])} is not a name; keys are "
+                          f"strings such as {where}{sorted(names)[0]}")
     unknown = [k for k in data if k not in names]
     if unknown:
         k = unknown[0]
-        near = difflib.get_close_matches(k, names, n=1)
+        near = difflib.get_close_matches(k[:100], names, n=1)
         hint = (f"; did you mean {where}{near[0]}?" if near
                 else f"; known: {', '.join(sorted(names))}")
-        raise ConfigError(f"unknown config key {where}{k}{hint}")
+        raise ConfigError(f"unknown config key {where}{short(k)[1:-1]}{hint}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -54,7 +145,7 @@ def from_dict(cls: type[C], data: dict | None, where: str = "") -> C:
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+        raise ConfigError(f"{where or cls.__name__}: {' '.join(str(err).split())}") from None
 
 
 def _coerce(tp, value, where: str):
@@ -71,20 +162,20 @@ def _coerce(tp, value, where: str):
                 return _coerce(a, value, where)
             except ConfigError as err:
                 last = err
-        raise last or ConfigError(f"{where}: bad value {value!r}")
+        raise last or ConfigError(f"{where}: bad value {short(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
         return from_dict(tp, value, where + ".")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short(value)}")
         inner = args[0] if args else Any
         items = [_coerce(inner, v, where) for v in value]
         return items if origin is list else tuple(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
         return dict(value)
     if tp is Any:
         return value
@@ -93,26 +184,36 @@ def _coerce(tp, value, where: str):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {short(value)}")
     if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            out = tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-        if tp is int and isinstance(value, float) and value != out:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return out
+        return _number(tp, value, where)
     if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if value is None or isinstance(value, (dict, list, tuple, set, bytes)):
+            raise ConfigError(f"{where}: expected a string, got {short(value)}")
         return str(value)
     if typing.get_origin(tp) is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(str, args))}, got {value!r}")
+            raise ConfigError(f"{where}: must be one of {', '.join(map(str, args))}, "
+                              f"got {short(value)}")
         return value
     return value
+
+
+def _number(tp: type, value, where: str) -> int | float:
+    """An int or a finite float from a number or its text; NaN and infinities are refused
+    (no setting of ecgqa means anything by them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: expected a number, got {short(value)}")
+    try:
+        out = tp(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {short(value)}") from None
+    if isinstance(value, float) and not math.isfinite(value) or (
+            isinstance(out, float) and not math.isfinite(out)):
+        raise ConfigError(f"{where}: expected a finite number, got {short(value)}")
+    if tp is int and isinstance(value, float) and value != out:
+        raise ConfigError(f"{where}: expected an integer, got {short(value)}")
+    return out
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -130,13 +231,19 @@ def parse_overrides(overrides: list[str]) -> dict:
                 item = f"{item}={items[i + 1]}"
                 i += 1
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: write key=value or --key value")
+            raise ConfigError(f"override {short(item)}: write key=value or --key value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = out
         parts = key.replace("-", "_").split(".")
-        for p in parts[:-1]:
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"override {short(item)}: the key needs a name before '=' and "
+                              "between dots, e.g. meta.inner_lr=0.05")
+        value = parse_yaml(raw, f"override {short(key)}") if raw != "" else ""
+        node = out
+        for depth, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {short(key)}: {'.'.join(parts[:depth + 1])} is "
+                                  "set to a value by another override, not a section")
         node[parts[-1]] = value
         i += 1
     return out
@@ -157,12 +264,12 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None,
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: invalid YAML ({err})") from None
+        data = parse_yaml(read_text(p), str(p))
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
+            raise ConfigError(f"{p}: expected a mapping at the top level, got "
+                              f"{type(data).__name__}")
     data = merge(data, parse_overrides(overrides or []))
     return from_dict(cls, data)
 

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 from ecgqa.bench.methods import candidates, majority
+from ecgqa.errors import EcgqaError
 from ecgqa.meta.loop import answer_matches, answer_terms
 from ecgqa.qa.episodes import Episode
 
 
-class TrainingOverlap(ValueError):
+class TrainingOverlap(EcgqaError):
     """The adapter trained on a record the bench asks about (one-line message)."""
 
 

@@ -33,10 +33,11 @@ from ecgqa.bench import methods as M
 from ecgqa.bench.metrics import meteor_uses_synonyms, summarise_cell, text_scores
 from ecgqa.bench.suite import Cell, SuiteConfig, cells, fingerprint, resolve
 from ecgqa.config import ConfigError
+from ecgqa.errors import EcgqaError
 from ecgqa.records.leads import STANDARD_LEADS, parse_leads
 
 
-class BenchError(ValueError):
+class BenchError(EcgqaError):
     """The suite cannot run on this data (one-line message)."""
 
 

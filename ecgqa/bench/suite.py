@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-from ecgqa.config import ConfigError, field
+from ecgqa.config import ConfigError, field, short
 from ecgqa.qa.ecgqa import QUESTION_TYPES
 from ecgqa.qa.episodes import answer_key, class_key, template_key
 from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, is_standard_lead, parse_leads
@@ -34,6 +34,10 @@ MODALITIES = {"signal": METHODS, "image": IMAGE_METHODS}
 
 CLASS_KEYS = {"question": class_key, "template": template_key, "answer": answer_key}
 """What makes two samples the same class of an episode (``class_by``)."""
+
+MAX_CELLS = 10_000
+"""The most cells a suite may ask for (question types x N-way x K-shot x lead subsets); a
+real grid has tens, and every cell runs every method on ``episodes`` episodes."""
 
 
 @dataclass
@@ -130,7 +134,7 @@ def validate(cfg: SuiteConfig) -> None:
                           f"{cfg.modality}; use {', '.join(allowed)}")
     bad = [t for t in cfg.question_types if t not in QUESTION_TYPES]
     if bad:
-        raise ConfigError(f"question_types: unknown {', '.join(bad)}; use "
+        raise ConfigError(f"question_types: unknown {short(bad[0])}; use "
                           f"{', '.join(QUESTION_TYPES)}")
     for name, values in (("n_way", cfg.n_way), ("k_shot", cfg.k_shot)):
         if not values or min(values) < 1:
@@ -139,7 +143,10 @@ def validate(cfg: SuiteConfig) -> None:
         raise ConfigError("q_query and episodes must be >= 1")
     if not cfg.leads:
         raise ConfigError(f"leads must list subsets ({', '.join(LEAD_SUBSETS)} or 'I,II,V1')")
+    _check_grid(cfg)
     for spec in cfg.leads:
+        if spec.count(",") >= 2 * len(STANDARD_LEADS):
+            raise ConfigError(f"leads: {short(spec)} names more leads than an ECG has")
         try:
             names = parse_leads(spec)
         except ValueError as err:
@@ -165,6 +172,21 @@ def validate(cfg: SuiteConfig) -> None:
         raise ConfigError("max_new_tokens must be >= 1")
     if cfg.test_steps is not None and cfg.test_steps < 0:
         raise ConfigError("test_steps must be >= 0")
+
+
+def _check_grid(cfg: SuiteConfig) -> None:
+    """Each grid list without repeats, and at most ``MAX_CELLS`` cells in all."""
+    for name in ("question_types", "n_way", "k_shot", "leads"):
+        seen: set = set()
+        for v in getattr(cfg, name):
+            if v in seen:
+                raise ConfigError(f"{name} lists {short(v)} twice")
+            seen.add(v)
+    n = (len(cfg.question_types or QUESTION_TYPES) * len(cfg.n_way) * len(cfg.k_shot)
+         * len(cfg.leads))
+    if n > MAX_CELLS:
+        raise ConfigError(f"the grid has {n} cells (question_types x n_way x k_shot x leads); "
+                          f"at most {MAX_CELLS}: list fewer values")
 
 
 def cells(cfg: SuiteConfig, types: list[str]) -> list[Cell]:

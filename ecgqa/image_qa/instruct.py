@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgqa.errors import EcgqaError
 from ecgqa.image_qa import dx as dx_questions
 from ecgqa.image_qa.render import DEFAULT_SIZE, Variation
 from ecgqa.outputs import atomic_folder
@@ -38,7 +39,7 @@ ROLES = ("human", "gpt")
 SPLITS = ("train", "valid", "test")
 
 
-class InstructError(ValueError):
+class InstructError(EcgqaError):
     """Instruction data could not be read or built; the message names the file and entry."""
 
 

@@ -27,10 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from ecgqa.config import ConfigError, field, from_dict, save_config
+from ecgqa.config import (
+    ConfigError,
+    expand_path,
+    field,
+    from_dict,
+    parse_yaml,
+    read_text,
+    save_config,
+    short,
+)
+from ecgqa.errors import EcgqaError
 from ecgqa.models.fusion import pad_embeddings, pad_scores
 from ecgqa.models.llm import LlmConfig, load_llm
 from ecgqa.models.projectors import build_projector
@@ -84,7 +93,7 @@ def validate_model(cfg: ImageQaConfig) -> None:
     if cfg.hf_multimodal is None and cfg.projector not in PROJECTORS:
         raise ConfigError(f"model.projector {cfg.projector!r}: use one of "
                           f"{', '.join(PROJECTORS.names())}")
-    if cfg.hf_multimodal is not None and not (Path(cfg.hf_multimodal).expanduser()
+    if cfg.hf_multimodal is not None and not (expand_path(cfg.hf_multimodal)
                                               / "config.json").is_file():
         raise ConfigError(f"model.hf_multimodal {cfg.hf_multimodal}: no config.json there; "
                           "give a local LLaVA / Mllama folder saved with save_pretrained")
@@ -115,16 +124,20 @@ class ImagePrompt:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> ImagePrompt:
         p = Path(path) if path else DEFAULT_PROMPTS
-        try:
-            data = yaml.safe_load(p.read_text())
-            out = cls(first=data["first"], next=data["next"], system=data.get("system", ""),
-                      answer=data.get("answer", " {answer}"))
-        except OSError as err:
-            raise ConfigError(f"{p}: cannot read prompt file ({err.strerror})") from None
-        except (KeyError, TypeError, yaml.YAMLError):
-            raise ConfigError(f"{p}: a prompt file needs 'first' and 'next' texts") from None
+        return cls.from_dict(parse_yaml(read_text(p), str(p)), str(p))
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> ImagePrompt:
+        """The prompt from a mapping of texts (``first``, ``next``, ``system``, ``answer``);
+        anything else is a :class:`ConfigError` naming ``where``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not {"first", "next"} <= set(data) or any(
+                k not in names or not isinstance(v, str) for k, v in data.items()):
+            raise ConfigError(f"{where}: a prompt needs the texts 'first' and 'next' (and "
+                              "optionally 'system', 'answer')")
+        out = cls(**data)
         if out.first.count(MARKER) != 1:
-            raise ConfigError(f"{p}: 'first' must hold {MARKER} exactly once")
+            raise ConfigError(f"{where}: 'first' must hold {MARKER} exactly once")
         return out
 
     def turn_text(self, question: str, index: int) -> str:
@@ -206,8 +219,10 @@ def load_image(image):
         try:
             with Image.open(image) as im:
                 return im.convert("RGB")
-        except OSError as err:
-            raise FileNotFoundError(f"{image}: cannot read image ({err})") from None
+        except Exception as err:   # noqa: BLE001 - Pillow's decoders raise OSError,
+            # ValueError, SyntaxError, DecompressionBombError ... on a bad file
+            why = " ".join(str(err).split())[:200] or type(err).__name__
+            raise ConfigError(f"{image}: cannot read image ({why})") from None
     return image.convert("RGB")
 
 
@@ -297,18 +312,24 @@ class ImageQaModel(nn.Module):
 
     @classmethod
     def build(cls, cfg: ImageQaConfig, adapter: str | os.PathLike | None = None,
-              trainable: bool = True) -> ImageQaModel:
-        """Load the LLM, add LoRA (fresh, or from ``adapter``), build encoder + projector."""
+              trainable: bool = True, vision: tuple[dict, Path] | None = None
+              ) -> ImageQaModel:
+        """Load the LLM, add LoRA (fresh, or from ``adapter``), build encoder + projector.
+
+        ``vision``: the saved ``(state, path)`` of ``vision.safetensors``; encoder and
+        projector are then built only once those weights are known to fit them (a config
+        asking for a huge network is refused, not allocated)."""
         validate_model(cfg)
         if cfg.hf_multimodal:
             from ecgqa.image_qa.hf_multimodal import HfImageQaModel
 
             return HfImageQaModel.build(cfg, adapter, trainable)
         llm, tok = load_llm(cfg.llm)
-        encoder = IMAGE_ENCODERS.build(cfg.image_encoder, **cfg.encoder_kwargs)
-        projector = build_projector(cfg.projector, d_enc=encoder.out_dim,
-                                    d_llm=llm.config.hidden_size, n_tokens=cfg.n_image_tokens,
-                                    **cfg.projector_kwargs)
+        encoder = _fitting(lambda: IMAGE_ENCODERS.build(cfg.image_encoder, **cfg.encoder_kwargs),
+                           vision, "encoder")
+        projector = _fitting(lambda: build_projector(
+            cfg.projector, d_enc=encoder.out_dim, d_llm=llm.config.hidden_size,
+            n_tokens=cfg.n_image_tokens, **cfg.projector_kwargs), vision, "projector")
         llm = _wrap_lora(llm, cfg, adapter, trainable)
         encoder.to(llm.device)
         projector.to(llm.device)
@@ -467,13 +488,19 @@ class ImageQaModel(nn.Module):
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
         os.replace(tmp, out / "vision.safetensors")
 
-    def _load_vision(self, folder: Path) -> None:
-        from safetensors.torch import load_file
+    def _load_vision(self, folder: Path, state: dict | None = None) -> None:
+        from ecgqa.models.encoders.checkpoint import state_mismatch
 
-        state = load_file(str(folder / "vision.safetensors"))
+        path = folder / "vision.safetensors"
+        state = _read_vision(path) if state is None else state
         for name in ("encoder", "projector"):
-            part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(name + ".")}
-            getattr(self, name).load_state_dict(part)
+            part = _part(state, name)
+            module = getattr(self, name)
+            why = state_mismatch(module.state_dict(), part)
+            if why:
+                raise ConfigError(f"{path}: the {name} weights do not fit model.{name} in "
+                                  f"config.yaml: {why}")
+            module.load_state_dict(part)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, trainable: bool = False,
@@ -481,13 +508,32 @@ class ImageQaModel(nn.Module):
         """Rebuild from a folder written by :meth:`save_pretrained` alone: the base LLM from
         the saved config, then the peft adapter (``PeftModel.from_pretrained``); in eval
         mode and frozen unless ``trainable``."""
+        from ecgqa.models.fusion import check_saved_llm
+
         folder = Path(folder)
         cfg, prompt = load_saved_config(folder)
         if llm_overrides:
             cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, **llm_overrides))
-        model = cls.build(cfg, adapter=folder, trainable=trainable)
+        check_saved_llm(cfg.llm, folder / "config.yaml", ConfigError)
+        check_adapter_files(folder, cfg)
+        vision = None
+        if cfg.hf_multimodal is None:
+            vision = _read_vision(folder / "vision.safetensors")
+        try:
+            model = cls.build(cfg, adapter=folder, trainable=trainable,
+                              vision=None if vision is None else (vision,
+                                                                  folder / "vision.safetensors"))
+        except EcgqaError:
+            raise
+        except (ValueError, TypeError, LookupError, AttributeError, RuntimeError) as err:
+            # peft and transformers on an adapter_config.json or weights they cannot use
+            why = " ".join(str(err).split())[:200] or type(err).__name__
+            raise ConfigError(f"{folder}: cannot build the saved model or its LoRA adapter "
+                              f"({why})") from None
         model.prompt = prompt
-        if (folder / "vision.safetensors").is_file():
+        if cfg.hf_multimodal is None:
+            model._load_vision(folder, vision)
+        elif (folder / "vision.safetensors").exists():
             model._load_vision(folder)
         return model.train(trainable)
 
@@ -500,11 +546,83 @@ class SavedImageQa:
 
 
 def load_saved_config(folder: Path) -> tuple[ImageQaConfig, ImagePrompt]:
+    """The model config and prompt of a saved LoRA adapter's ``config.yaml``, checked.
+
+    Raises:
+        ConfigError: naming the file: missing, not YAML, or values the model cannot take.
+    """
     if not (folder / "config.yaml").is_file() or not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.yaml + adapter_config.json (not a saved "
-                                "ecgqa LoRA adapter)")
-    data = yaml.safe_load((folder / "config.yaml").read_text())
-    return from_dict(ImageQaConfig, data["model"], "model."), ImagePrompt(**data["prompt"])
+        raise ConfigError(f"{folder}: no config.yaml + adapter_config.json (not a saved "
+                          "ecgqa LoRA adapter)")
+    path = folder / "config.yaml"
+    data = parse_yaml(read_text(path), str(path))
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ConfigError(f"{path}: expected the mappings 'model' and 'prompt' written by "
+                          "save_pretrained")
+    try:
+        cfg = from_dict(ImageQaConfig, data["model"], "model.")
+        validate_model(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return cfg, ImagePrompt.from_dict(data.get("prompt"), f"{path} prompt")
+
+
+def _read_vision(path: Path) -> dict[str, torch.Tensor]:
+    """``vision.safetensors``: the image encoder's and the projector's tensors only."""
+    from ecgqa.models.encoders.checkpoint import read_safetensors
+
+    state = read_safetensors(path, ConfigError)
+    odd = [k for k in state if not k.startswith(("encoder.", "projector."))]
+    if odd:
+        raise ConfigError(f"{path}: tensor {short(odd[0])} is neither the image encoder's "
+                          "nor the projector's")
+    return state
+
+
+def _part(state: dict, name: str) -> dict:
+    return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(name + ".")}
+
+
+def _fitting(build, vision: tuple[dict, Path] | None, name: str) -> nn.Module:
+    """``build()``, checked against the saved weights of ``name`` when there are some."""
+    if vision is None:
+        return build()
+    from ecgqa.models.encoders.checkpoint import build_fitting
+
+    state, path = vision
+    return build_fitting(build, _part(state, name), path, ConfigError, prefixes=False,
+                         what=f"model.{name} in config.yaml")
+
+
+MAX_LORA_RANK = 4096
+
+
+def check_adapter_files(folder: Path, cfg: ImageQaConfig) -> None:
+    """What peft will read, checked first: ``adapter_config.json`` is a LoRA config whose
+    rank its weights have, and the weights are ``adapter_model.safetensors`` (a pickled
+    ``adapter_model.bin`` is never loaded)."""
+    from ecgqa.models.encoders.checkpoint import read_json, read_safetensors
+
+    path = folder / "adapter_config.json"
+    conf = read_json(path, ConfigError)
+    if not isinstance(conf, dict) or conf.get("peft_type") != "LORA":
+        raise ConfigError(f"{path}: not a peft LoRA config (peft_type must be LORA)")
+    rank = conf.get("r")
+    if type(rank) is not int or not 1 <= rank <= MAX_LORA_RANK:
+        raise ConfigError(f"{path}: r must be a rank in 1..{MAX_LORA_RANK}, got {short(rank)}")
+    for key in ("rank_pattern", "alpha_pattern", "layer_replication"):
+        if conf.get(key):
+            raise ConfigError(f"{path}: {key} is not supported by ecgqa's LoRA adapters")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.exists() and not weights.is_symlink():
+        raise ConfigError(f"{weights}: missing (peft's pickled adapter_model.bin is never "
+                          "loaded; save the adapter with safe_serialization)")
+    state = read_safetensors(weights, ConfigError)
+    bad = [k for k, v in state.items() if k.endswith("lora_A.weight")
+           and (v.dim() != 2 or v.shape[0] != rank)]
+    if bad or not state:
+        raise ConfigError(f"{weights}: its LoRA weights do not have rank r={rank} of "
+                          f"adapter_config.json{f' (e.g. {short(bad[0])})' if bad else ''}")
 
 
 def _wrap_lora(llm, cfg: ImageQaConfig, adapter, trainable: bool, target_modules=None,

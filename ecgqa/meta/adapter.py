@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ecgqa
-from ecgqa.config import from_dict, save_config
+from ecgqa.config import (
+    ConfigError,
+    expand_path,
+    from_dict,
+    parse_yaml,
+    read_text,
+    save_config,
+    short,
+)
+from ecgqa.errors import EcgqaError
 
 if TYPE_CHECKING:  # imported where used: learn2learn (3 s with torchvision) only when needed
     from ecgqa.meta.loop import MetaConfig
@@ -30,7 +39,7 @@ if TYPE_CHECKING:  # imported where used: learn2learn (3 s with torchvision) onl
 DEFAULT_ADAPTER_DIR = Path(ecgqa.__file__).resolve().parent / "assets" / "adapter-default"
 
 
-class AdapterError(ValueError):
+class AdapterError(EcgqaError):
     """The folder is not a saved adapter."""
 
 
@@ -75,20 +84,40 @@ def save_class_split(split, params: dict, out: str | os.PathLike) -> Path:
 
 def load_class_split(source: str | os.PathLike) -> dict | None:
     """The adapter's ``classes.json`` (``test_units``, ``meta_train`` as tuples), or None
-    for an adapter saved without one."""
-    import json
+    for an adapter saved without one.
+
+    Raises:
+        AdapterError: not an adapter folder, or a ``classes.json`` that is not the split
+            ``save_class_split`` writes.
+    """
+    from ecgqa.models.encoders.checkpoint import read_json
 
     path = resolve_adapter(source) / "classes.json"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
-    body = json.loads(path.read_text())
-    body["test_units"] = frozenset(body["test_units"])
-    body["meta_train"] = frozenset((t, tuple(a), tuple(ans)) for t, a, ans in body["meta_train"])
+    body = read_json(path, AdapterError)
+    if not isinstance(body, dict) or body.get("by") not in ("attribute", "template"):
+        raise AdapterError(f"{path}: expected the class split save_class_split writes "
+                           "(a mapping with 'by' attribute or template)")
+    units, train = body.get("test_units"), body.get("meta_train")
+    if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+        raise AdapterError(f"{path}: test_units must be a list of strings")
+    if not isinstance(train, list) or not all(_is_class(c) for c in train):
+        raise AdapterError(f"{path}: meta_train must be a list of [template_id, [attribute...], "
+                           "[answer...]] classes")
+    body["test_units"] = frozenset(units)
+    body["meta_train"] = frozenset((t, tuple(a), tuple(ans)) for t, a, ans in train)
     return body
 
 
+def _is_class(c) -> bool:
+    return (isinstance(c, list) and len(c) == 3 and type(c[0]) is int
+            and all(isinstance(part, list) and all(isinstance(x, str) for x in part)
+                    for part in c[1:]))
+
+
 def resolve_adapter(source: str | os.PathLike) -> Path:
-    folder = DEFAULT_ADAPTER_DIR if str(source) == "default" else Path(source).expanduser()
+    folder = DEFAULT_ADAPTER_DIR if str(source) == "default" else expand_path(source)
     if not (folder / "meta.yaml").is_file() or not (folder / "config.yaml").is_file():
         raise AdapterError(f"{folder}: not a saved adapter (needs config.yaml and meta.yaml, "
                            "as written by ecgqa train-meta)")
@@ -96,17 +125,44 @@ def resolve_adapter(source: str | os.PathLike) -> Path:
 
 
 def load_meta_config(source: str | os.PathLike) -> MetaConfig:
-    import yaml
+    """The inner-loop recipe of an adapter (``meta.yaml``), checked.
 
+    Raises:
+        AdapterError: not an adapter, or a ``meta.yaml`` with an unknown algorithm, a
+            value of the wrong type or out of range.
+    """
     from ecgqa.meta.loop import MetaConfig
+    from ecgqa.registry import META_ALGOS
 
-    folder = resolve_adapter(source)
-    return from_dict(MetaConfig, yaml.safe_load((folder / "meta.yaml").read_text())["meta"],
-                     "meta.")
+    path = resolve_adapter(source) / "meta.yaml"
+    data = parse_yaml(read_text(path, AdapterError), str(path), AdapterError)
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise AdapterError(f"{path}: expected a mapping 'meta' (the MetaConfig train-meta "
+                           "writes)")
+    try:
+        meta = from_dict(MetaConfig, data["meta"], "meta.")
+    except ConfigError as err:
+        raise AdapterError(f"{path}: {err}") from None
+    if meta.algorithm not in META_ALGOS:
+        raise AdapterError(f"{path}: meta.algorithm {short(meta.algorithm)} is not one of "
+                           f"{', '.join(META_ALGOS.names())}")
+    if not meta.inner_lr > 0 or meta.inner_steps < 0 or (
+            meta.test_inner_steps is not None and meta.test_inner_steps < 0):
+        raise AdapterError(f"{path}: meta.inner_lr must be > 0 and meta.inner_steps, "
+                           "meta.test_inner_steps >= 0")
+    return meta
 
 
-def load_adapter(source: str | os.PathLike = "default", **llm_overrides):
-    """Rebuild ``(model, algorithm, meta_config)`` from an adapter folder (or "default")."""
+def load_adapter(source: str | os.PathLike = "default", /, **llm_overrides):
+    """Rebuild ``(model, algorithm, meta_config)`` from an adapter folder (or "default").
+
+    ``llm_overrides`` replace fields of the saved LLM config (``source="tiny-llama"``,
+    ``dtype="bfloat16"`` ...).
+
+    Raises:
+        AdapterError: not an adapter, or a bad ``meta.yaml``, ``classes.json`` or
+            ``meta.safetensors``; SavedModelError / EncoderError for the model files.
+    """
     from ecgqa.meta.algorithms import build_algorithm
     from ecgqa.models.fusion import EcgQaModel
 
@@ -118,14 +174,28 @@ def load_adapter(source: str | os.PathLike = "default", **llm_overrides):
     return model, algo, meta
 
 
+_NOT_OWN = ("module.", "projector.", "head.module.")     # the projector's, saved beside
+
+
 def load_algorithm_state(algo, folder: str | os.PathLike) -> None:
-    """Load the algorithm's own tensors (Meta-SGD rates) saved beside the projector."""
-    from safetensors.torch import load_file
+    """Load the algorithm's own tensors (Meta-SGD rates) saved beside the projector.
+
+    Raises:
+        AdapterError: ``meta.safetensors`` missing where the algorithm has tensors of its
+            own, unreadable, or holding other tensors than the algorithm's.
+    """
+    from ecgqa.models.encoders.checkpoint import read_safetensors, state_mismatch
 
     path = Path(folder) / "meta.safetensors"
-    own = load_file(str(path)) if path.is_file() else {}
+    expected = {k: v for k, v in algo.state_dict().items() if not k.startswith(_NOT_OWN)}
+    if not path.exists() and not path.is_symlink():
+        if expected:
+            raise AdapterError(f"{path}: missing; the algorithm's own tensors "
+                               f"({short(sorted(expected))}) are saved there")
+        return
+    own = read_safetensors(path, AdapterError)
+    why = state_mismatch(expected, own)
+    if why:
+        raise AdapterError(f"{path}: tensors do not belong to this algorithm: {why}")
     if own:
-        missing, unexpected = algo.load_state_dict(own, strict=False)
-        if unexpected:
-            raise AdapterError(f"{path}: tensors {', '.join(unexpected)} do not belong to "
-                               f"this algorithm")
+        algo.load_state_dict(own, strict=False)

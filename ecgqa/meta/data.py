@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecgqa.config import field
+from ecgqa.errors import EcgqaError
 from ecgqa.qa.ecgqa import QUESTION_TYPES, EcgQaData, load_ecgqa, load_qa_file
 from ecgqa.qa.episodes import ClassSplit, Episode, EpisodeSampler, split_classes
 from ecgqa.qa.resolve import make_resolver
 
 
-class MetaDataError(ValueError):
+class MetaDataError(EcgqaError):
     """The data cannot give the episodes the config asks for."""
 
 

@@ -194,13 +194,13 @@ class MetaTrainer:
                               "continue, or use another train.out")
 
     def _load_init(self, source: str) -> None:
-        from safetensors.torch import load_file
-
         from ecgqa.meta.adapter import load_algorithm_state, load_meta_config, resolve_adapter
+        from ecgqa.models.encoders.checkpoint import read_safetensors
 
         folder = resolve_adapter(source)
+        state = read_safetensors(folder / "projector.safetensors", ConfigError)
         try:
-            self.model.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+            self.model.projector.load_state_dict(state)
         except RuntimeError as err:
             raise ConfigError(f"train.init {source}: its projector does not fit this model "
                               f"config ({str(err).splitlines()[0][:120]})") from None

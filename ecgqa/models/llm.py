@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from ecgqa.config import field
+from ecgqa.config import expand_path, field
+from ecgqa.errors import EcgqaError
 
 EMBEDDED_NAME = "gemma3-270m-q4km"
 
 
-class LlmError(ValueError):
+class LlmError(EcgqaError):
     """The language model could not be loaded; the message says why and what to do."""
 
 
@@ -108,12 +109,12 @@ def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = Non
                tokenizer: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(path or cfg.path or "").expanduser()
+    folder = expand_path(path or cfg.path or "")
     if not (folder / "config.json").is_file():
         raise LlmError(f"{folder}: not a local model folder (no config.json); set llm.path to a "
                        "folder saved with save_pretrained")
     kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation,
-                  local_files_only=True)
+                  local_files_only=True, use_safetensors=True)     # never a pickled .bin
     q = _quantization(cfg)
     if q is not None:
         kwargs["quantization_config"] = q
@@ -121,7 +122,8 @@ def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = Non
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True) if tokenizer else None
     except (OSError, ValueError) as err:
-        raise LlmError(f"{folder}: cannot load model ({str(err).splitlines()[0]})") from None
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise LlmError(f"{folder}: cannot load model ({why})") from None
     return model, tok
 
 
@@ -129,7 +131,7 @@ def embedded_cache_dir(cfg: LlmConfig) -> Path:
     """Where the converted copy of the embedded model lives, one per weight dtype."""
     from ecgqa.qa.cache import default_cache_dir
 
-    base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    base = expand_path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     suffix = "" if _dtype(cfg.dtype) == torch.float32 else "-bf16"
     return base / "llm" / (EMBEDDED_NAME + suffix)
 

@@ -8,6 +8,7 @@ the source used (``i``, ``AVR``, ``avr``, ``DII``, ``MLII``, ``Lead V1`` ...).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -94,11 +95,17 @@ def parse_leads(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
         items = spec
     leads = tuple(canonical_lead_name(s) for s in items if s.strip())
     if not leads:
-        raise ValueError(f"empty lead selection {spec!r}; give names like 'I,II,V1' or 'limb'")
-    dupes = sorted({lead for lead in leads if leads.count(lead) > 1})
+        raise ValueError(f"empty lead selection {_short(repr(spec))}; give names like "
+                         "'I,II,V1' or 'limb'")
+    dupes = sorted(lead for lead, n in Counter(leads).items() if n > 1)
     if dupes:
-        raise ValueError(f"lead(s) {', '.join(dupes)} named twice in {spec!r}")
+        shown = ", ".join(dupes[:5]) + (f" and {len(dupes) - 5} more" if len(dupes) > 5 else "")
+        raise ValueError(f"lead(s) {shown} named twice in {_short(repr(spec))}")
     return leads
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def lead_mask(present: Sequence[str], wanted: Sequence[str] = STANDARD_LEADS) -> np.ndarray:

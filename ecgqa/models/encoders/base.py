@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ecgqa.errors import EcgqaError
 from ecgqa.records.leads import STANDARD_LEADS, parse_leads
-from ecgqa.records.read import EcgRecord
+from ecgqa.records.read import MAX_FS, EcgRecord
 
 NORMALISATIONS = ("zscore", "record", "none")
 # A lead whose standard deviation is below this (mV) is treated as flat by the z-score:
@@ -28,8 +29,20 @@ NORMALISATIONS = ("zscore", "record", "none")
 MIN_STD_MV = 1e-3
 
 
-class EncoderError(ValueError):
+class EncoderError(EcgqaError):
     """An encoder could not be built, saved or loaded; the message says what is supported."""
+
+
+MAX_INPUT_SAMPLES = 2_000_000          # samples per lead an encoder input may hold
+MAX_ENCODER_PARAMS = 500_000_000       # 2 GB of float32: far beyond any ECG encoder
+
+
+def check_size(name: str, n_params: int) -> None:
+    """Refuse an architecture whose estimated parameter count is absurd, before building it
+    (a config or saved folder must not make the process allocate gigabytes)."""
+    if n_params > MAX_ENCODER_PARAMS:
+        raise EncoderError(f"{name}: these settings ask for about {n_params:.3g} parameters "
+                           f"(at most {MAX_ENCODER_PARAMS:.0e}); use smaller widths or depth")
 
 
 @dataclass(frozen=True)
@@ -52,15 +65,23 @@ class InputSpec:
     normalisation: str = "zscore"
 
     def __post_init__(self):
+        if not isinstance(self.leads, (tuple, list)) or not all(isinstance(x, str)
+                                                               for x in self.leads):
+            raise EncoderError("input_spec.leads must be a list of lead names")
         try:
             leads = parse_leads(tuple(self.leads))
         except ValueError as err:
             raise EncoderError(f"input_spec.leads: {err}") from None
         object.__setattr__(self, "leads", leads)
-        object.__setattr__(self, "fs", float(self.fs))
-        object.__setattr__(self, "duration_s", float(self.duration_s))
-        if not self.fs > 0 or not self.duration_s > 0:
-            raise EncoderError(f"input_spec: fs and duration_s must be > 0, got fs={self.fs}, "
+        for name in ("fs", "duration_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EncoderError(f"input_spec.{name} must be a number, got {value!r:.40}")
+            object.__setattr__(self, name, float(value))
+        if not (0 < self.fs <= MAX_FS and 0 < self.duration_s
+                and self.fs * self.duration_s <= MAX_INPUT_SAMPLES):
+            raise EncoderError(f"input_spec: need 0 < fs <= {MAX_FS:g} Hz, duration_s > 0 and "
+                               f"at most {MAX_INPUT_SAMPLES} samples, got fs={self.fs}, "
                                f"duration_s={self.duration_s}")
         if self.normalisation not in NORMALISATIONS:
             raise EncoderError(f"input_spec.normalisation must be one of "
@@ -92,7 +113,8 @@ class InputSpec:
         if unknown:
             raise EncoderError(f"input_spec: unknown key(s) {', '.join(unknown)}; "
                                f"known: {', '.join(sorted(known))}")
-        return cls(**{k: (tuple(v) if k == "leads" else v) for k, v in data.items()})
+        return cls(**{k: (tuple(v) if k == "leads" and isinstance(v, (list, tuple)) else v)
+                      for k, v in data.items()})
 
 
 def prepare(record: EcgRecord, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:

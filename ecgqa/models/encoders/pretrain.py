@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecgqa.config import ConfigError, field, save_config, to_dict
+from ecgqa.config import ConfigError, expand_path, field, save_config, to_dict
 from ecgqa.models.encoders.base import NORMALISATIONS, InputSpec
 from ecgqa.models.encoders.checkpoint import build_encoder, save_encoder
 from ecgqa.models.encoders.probe import macro_auroc
@@ -60,7 +60,7 @@ class EncoderPretrainConfig:
 
 def validate(cfg: EncoderPretrainConfig) -> None:
     """Raise :class:`ConfigError` with the fix before any data or model is loaded."""
-    data = Path(cfg.data).expanduser() if cfg.data else None
+    data = expand_path(cfg.data) if cfg.data else None
     if data is None:
         raise ConfigError("data: set it to a folder written by `ecgqa data synth` "
                           "(--data DIR or data=DIR)")

@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgqa.models.encoders.base import EncoderError, InputSpec, conv_out_len, preprocess
+from ecgqa.models.encoders.base import (
+    EncoderError,
+    InputSpec,
+    check_size,
+    conv_out_len,
+    preprocess,
+)
 from ecgqa.registry import ENCODERS
 
 
@@ -105,6 +111,10 @@ class ResNet1d(nn.Module):
 
 
 def _check_args(widths, blocks, strides, kernel, stem_kernel, out_dim) -> None:
+    values = [*widths, *blocks, *strides, kernel, stem_kernel, out_dim]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise EncoderError("resnet1d: bad arguments: widths, blocks, strides, kernels and "
+                           "out_dim must be whole numbers")
     if not (len(widths) == len(blocks) == len(strides)) or not widths:
         raise EncoderError(f"resnet1d: widths, blocks and strides need one entry per stage, "
                            f"got {len(widths)}, {len(blocks)}, {len(strides)}")
@@ -113,6 +123,11 @@ def _check_args(widths, blocks, strides, kernel, stem_kernel, out_dim) -> None:
     if kernel % 2 == 0 or stem_kernel % 2 == 0:
         raise EncoderError(f"resnet1d: kernel sizes must be odd, got kernel={kernel}, "
                            f"stem_kernel={stem_kernel}")
+    size, prev = 12 * widths[0] * stem_kernel, widths[0]
+    for w, b in zip(widths, blocks):
+        size += b * 2 * w * w * kernel + prev * w
+        prev = w
+    check_size("resnet1d", size + prev * out_dim)
 
 
 @ENCODERS.register("resnet1d")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgqa.models.encoders.base import EncoderError, InputSpec, preprocess
+from ecgqa.models.encoders.base import EncoderError, InputSpec, check_size, preprocess
 from ecgqa.registry import ENCODERS
 
 
@@ -44,6 +44,8 @@ class PatchTransformer(nn.Module):
         if d_model < 1 or heads < 1 or d_model % heads or layers < 1 or ff_mult < 1:
             raise EncoderError(f"transformer: need layers >= 1 and heads dividing d_model, got "
                                f"d_model={d_model}, heads={heads}, layers={layers}")
+        check_size("transformer", layers * (4 + 2 * ff_mult) * d_model * d_model
+                   + (n_tokens + patch * self.input_spec.n_leads) * d_model)
         if not 0.0 <= dropout < 1.0:
             raise EncoderError(f"transformer: dropout must be in [0, 1), got {dropout}")
         self.config = dict(patch=patch, d_model=d_model, layers=layers, heads=heads,
