@@ -184,11 +184,10 @@ def test_kill_and_resume_reaches_the_same_final_loss(synth_qa, signal_cache_dir,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _history(tmp_path / "full"), _history(out)
     assert len(a) == len(b) == 24
-    assert b[-1]["query_loss"] == pytest.approx(a[-1]["query_loss"], rel=1e-6, abs=1e-7)
-    pa = load_file(str(tmp_path / "full" / "adapter" / "projector.safetensors"))
-    pb = load_file(str(out / "adapter" / "projector.safetensors"))
-    for k in pa:
-        torch.testing.assert_close(pb[k], pa[k], rtol=1e-6, atol=1e-7)
+    # the checkpoint restores the projector, Adam's moments and step exactly (safetensors
+    # holds the float32 bits), episodes depend only on (seed, index), one thread: the
+    # resumed steps repeat the same operations on the same bits, so zero tolerance
+    assert _differences(tmp_path / "full", out) == []
 
 
 def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_dir, tmp_path,
