@@ -204,7 +204,10 @@ def read_record(
 def resolve_header(path: str | os.PathLike) -> Path:
     """Map any accepted spelling of a record (``x.hea``, ``x.mat``, ``x.dat``, ``x``) to its
     existing ``.hea`` file."""
-    p = Path(path).expanduser()
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:                   # "~nosuchuser/x": no home folder to put there
+        p = Path(path)
     if _kind(p) == "dir":
         raise EcgRecordError(p, "is a directory; give a record such as DIR/name.hea")
     if p.suffix.lower() in _SIGNAL_SUFFIXES:
