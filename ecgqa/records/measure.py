@@ -37,6 +37,8 @@ class Measurements:
     qt_ms: float | None = None
     qtc_ms: float | None = None          # Bazett: QT / sqrt(RR in s)
     qrs_axis_deg: float | None = None    # frontal plane, from net QRS amplitude in I and aVF
+                                         # (None for normalised-unit records: the leads'
+                                         # relative amplitudes are gone)
     note: str = ""
 
     def as_dict(self) -> dict:
@@ -83,11 +85,15 @@ def measure(record: EcgRecord, lead: str | None = None, max_seconds: float = 30.
     qrs = _interval(waves, "ECG_R_Onsets", "ECG_R_Offsets", fs, "qrs")
     qt = _interval(waves, "ECG_R_Onsets", "ECG_T_Offsets", fs, "qt")
     qtc = qt / math.sqrt(rr_ms / 1000.0) if qt is not None else None
+    notes = [] if waves else ["wave delineation failed; intervals not measured"]
+    if record.normalised:
+        notes.append("normalised units: the QRS axis (relative lead amplitudes) is not "
+                     "measurable")
     return Measurements(
         lead=name, n_beats=len(peaks), heart_rate_bpm=60000.0 / rr_ms, rr_ms=rr_ms,
         pr_ms=pr, qrs_ms=qrs, qt_ms=qt, qtc_ms=qtc,
-        qrs_axis_deg=_qrs_axis(record, peaks, fs),
-        note="" if waves else "wave delineation failed; intervals not measured",
+        qrs_axis_deg=None if record.normalised else _qrs_axis(record, peaks, fs),
+        note="; ".join(notes),
     )
 
 

@@ -2,7 +2,9 @@
 
 Drawn in millimetres on ECG paper (1 mm minor / 5 mm major grid) at 25 mm/s and
 10 mm/mV, with a 1 mV calibration pulse at the start of each row, so a printout at the
-figure's physical size measures like a paper ECG. Records without the 12 standard leads
+figure's physical size measures like a paper ECG. A record in normalised units (``NU``,
+e.g. z-scored by its source) has no voltage to calibrate: it is drawn at ``gain_mm_nu``
+without a calibration pulse, and the scale line says so. Records without the 12 standard leads
 are drawn as one full-length strip per lead. :class:`PlotStyle` varies the look (grid
 colour, line width, resolution) for the image path, which renders training images here.
 """
@@ -33,6 +35,7 @@ class PlotStyle:
 
     speed_mm_s: float = 25.0        # paper speed
     gain_mm_mv: float = 10.0        # amplitude scale
+    gain_mm_nu: float = 2.5         # normalised-unit records: 1 NU (a lead's SD, ~0.25 mV)
     row_height_mm: float = 38.0     # vertical space per row
     minor_color: str = "#f7c6c6"    # 1 mm grid
     major_color: str = "#e88b8b"    # 5 mm grid
@@ -75,7 +78,10 @@ def render(record: EcgRecord, *, style: PlotStyle | None = None, start_s: float 
     x0 = left + cal
     for r, panels in enumerate(rows):
         base = height - 10.0 - (r + 0.55) * style.row_height_mm
-        _calibration(ax, left, base, style)
+        if record.normalised:
+            ax.text(left, base + 1.0, "NU", fontsize=6, color="#777777", va="bottom")
+        else:
+            _calibration(ax, left, base, style)
         for lead, t0, dur in panels:
             _trace(ax, record, lead, start_s + t0, dur, x0 + t0 * style.speed_mm_s, base, style)
     ax.text(left, height - 4.0, title if title is not None else _title(record, style),
@@ -170,7 +176,8 @@ def _trace(ax, record: EcgRecord, lead: str, t0: float, dur: float, x: float, ba
     seg = y[a:b].astype(np.float64)
     seg = seg - np.median(y)                               # centre on the lead's baseline
     t = np.arange(a, b) / record.fs - t0
-    ax.plot(x + t * style.speed_mm_s, base + seg * style.gain_mm_mv,
+    gain = style.gain_mm_nu if record.normalised else style.gain_mm_mv
+    ax.plot(x + t * style.speed_mm_s, base + seg * gain,
             color=style.trace_color, lw=style.trace_width, zorder=2)
 
 
@@ -178,5 +185,7 @@ def _title(record: EcgRecord, style: PlotStyle) -> str:
     m = record.meta
     who = ", ".join(x for x in (f"{m.age:g} y" if m.age is not None else "", m.sex or "") if x)
     name = m.record_name or Path(record.path).stem
+    scale = (f"{style.gain_mm_nu:g} mm/NU (normalised units, not mV)" if record.normalised
+             else f"{style.gain_mm_mv:g} mm/mV")
     return (f"{name}  {who}  {record.fs:g} Hz  {record.duration_s:.1f} s   "
-            f"{style.speed_mm_s:g} mm/s  {style.gain_mm_mv:g} mm/mV")
+            f"{style.speed_mm_s:g} mm/s  {scale}")

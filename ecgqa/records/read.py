@@ -43,6 +43,8 @@ MIN_FS = 50.0                     # below it no QRS complex can be resolved
 # Median over leads of the band-passed 1-99 percentile range of a real surface ECG.
 PLAUSIBLE_MEDIAN_RANGE_MV = (0.2, 4.0)
 _VOLT_UNITS = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "nv": 1e-6, "v": 1e3}
+# Normalised units: WFDB's "NU" (PhysioNet's convention for dimensionless signals)
+_NORMALISED_UNITS = {"nu", "n.u.", "normalised", "normalized"}
 _SIGNAL_SUFFIXES = {".hea", ".mat", ".dat"}
 
 
@@ -60,7 +62,8 @@ class EcgRecord:
     """An ECG in canonical form.
 
     Attributes:
-        signal: float32 array ``(leads, samples)`` in millivolts.
+        signal: float32 array ``(leads, samples)`` in millivolts, or in normalised units
+            when ``units`` is ``"NU"``.
         fs: sampling rate in Hz.
         leads: lead names, canonical spelling (``I II III aVR aVL aVF V1..V6``) first in
             standard order, other channels after them.
@@ -68,6 +71,9 @@ class EcgRecord:
             or recorded without a usable sample (the signal row is then zeros).
         meta: header metadata and reader warnings.
         path: the header file the record came from.
+        units: ``"mV"``, or ``"NU"`` (normalised units) for a record its source already
+            scaled, e.g. z-scored per lead: its amplitudes are not voltages, so neither
+            absolute voltage nor the leads' relative amplitudes can be read from it.
     """
 
     signal: np.ndarray
@@ -76,6 +82,12 @@ class EcgRecord:
     lead_mask: np.ndarray
     meta: EcgMeta = field(default_factory=EcgMeta)
     path: str = ""
+    units: str = "mV"
+
+    @property
+    def normalised(self) -> bool:
+        """True when the amplitudes are in normalised units, not millivolts."""
+        return self.units != "mV"
 
     @property
     def n_samples(self) -> int:
@@ -86,7 +98,7 @@ class EcgRecord:
         return self.n_samples / self.fs
 
     def lead(self, name: str) -> np.ndarray:
-        """The samples of one lead (any spelling), in mV."""
+        """The samples of one lead (any spelling), in ``units`` (mV, or NU)."""
         canon = canonical_lead_name(name)
         if canon not in self.leads:
             raise KeyError(f"lead {name!r} not in record ({', '.join(self.leads)})")
@@ -166,7 +178,9 @@ def read_record(
         align: ``"start"`` or ``"center"``, where ``duration_s`` crops or pads.
 
     Returns:
-        EcgRecord with ``signal`` float32 ``(leads, samples)`` in mV.
+        EcgRecord with ``signal`` float32 ``(leads, samples)`` in mV; a record whose
+        channels are all in normalised units (``NU``, e.g. z-scored by its source) is read
+        as it is, with ``units == "NU"`` and a warning.
 
     Raises:
         EcgRecordError: the file is missing, malformed, or holds no usable ECG.
@@ -488,31 +502,16 @@ def _to_canonical(header: Path, wrec, hdr, warnings: list[str],
     if n / fs < MIN_SECONDS:
         raise EcgRecordError(header, f"record is {n / fs:.3f} s long; at least {MIN_SECONDS:g} s "
                              "of ECG is needed")
-    rows, names, dropped = [], [], []
-    units = wrec.units or [""] * len(wrec.sig_name)
-    for j, (raw_name, unit) in enumerate(zip(wrec.sig_name, units)):
-        scale = _VOLT_UNITS.get((unit or "mV").strip().lower())
-        name = canonical_lead_name(raw_name or f"ch{j}")
-        if scale is None:
-            dropped.append(f"{raw_name} ({unit})")
-            continue
-        if name in names:
-            dropped.append(f"{raw_name} (duplicate of {name})")
-            continue
-        rows.append(sig[:, j] * scale)
-        names.append(name)
-    if dropped:
-        warnings.append("non-ECG or duplicate channels dropped: " + ", ".join(dropped))
-    if not rows:
-        raise EcgRecordError(header, "no voltage channel in the record (units: "
-                             + ", ".join(wrec.units or []) + ")")
+    rows, names, units, warnings_ = _ecg_channels(header, wrec, sig)
+    warnings.extend(warnings_)
     with np.errstate(over="ignore", invalid="ignore"):   # out-of-range values become inf,
         stacked = np.stack(rows).astype(np.float32)      # which _clean treats as invalid
-    signal, mask = _clean(header, stacked, names, warnings)
+    signal, mask = _clean(header, stacked, names, warnings, units)
     order = sorted(range(len(names)), key=lambda i: _lead_rank(names[i], i))
     signal, mask = signal[order], mask[order]
     names = [names[i] for i in order]
-    warnings.extend(_amplitude_warnings(signal, mask, fs) or _known_gain_quirks(wrec))
+    if units == "mV":
+        warnings.extend(_amplitude_warnings(signal, mask, fs) or _known_gain_quirks(wrec))
     meta = parse_comments(wrec.comments or [])
     meta = replace(
         meta,
@@ -524,10 +523,48 @@ def _to_canonical(header: Path, wrec, hdr, warnings: list[str],
         warnings=tuple(warnings),
     )
     return EcgRecord(signal=np.ascontiguousarray(signal), fs=fs, leads=tuple(names),
-                     lead_mask=mask, meta=meta, path=str(header))
+                     lead_mask=mask, meta=meta, path=str(header), units=units)
 
 
-def _clean(header: Path, signal: np.ndarray, names: list[str], warnings: list[str]):
+def _ecg_channels(header: Path, wrec, sig: np.ndarray):
+    """The ECG channels: voltages in mV; or, when the record has none, channels in
+    normalised units as they are.
+
+    Returns:
+        ``(rows, names, units, warnings)``, ``units`` ``"mV"`` or ``"NU"``.
+    """
+    volts, normed, dropped = {}, {}, []
+    declared = wrec.units or [""] * len(wrec.sig_name)
+    for j, (raw_name, unit) in enumerate(zip(wrec.sig_name, declared)):
+        key = (unit or "mV").strip().lower()
+        name = canonical_lead_name(raw_name or f"ch{j}")
+        target = volts if key in _VOLT_UNITS else normed if key in _NORMALISED_UNITS else None
+        if target is None:
+            dropped.append(f"{raw_name} ({unit})")
+        elif name in target:
+            dropped.append(f"{raw_name} (duplicate of {name})")
+        else:
+            target[name] = sig[:, j] * _VOLT_UNITS.get(key, 1.0)
+    warnings = []
+    if volts:
+        dropped += [f"{n} (normalised units beside voltage channels)" for n in normed]
+        chosen, units = volts, "mV"
+    elif normed:
+        chosen, units = normed, "NU"
+        warnings.append("amplitudes are in normalised units (NU), not millivolts: the source "
+                        "scaled the signal (e.g. z-scored each lead), so voltages and the "
+                        "leads' relative amplitudes cannot be read")
+    else:
+        kinds = ", ".join(dict.fromkeys(map(str, declared)))
+        raise EcgRecordError(header, "no voltage channel in the record, nor one in normalised "
+                             f"units (NU); units: {_short(kinds, 60)}")
+    if dropped:
+        warnings.insert(0, "non-ECG or duplicate channels dropped: " + ", ".join(dropped))
+    return list(chosen.values()), list(chosen), units, warnings
+
+
+def _clean(header: Path, signal: np.ndarray, names: list[str], warnings: list[str],
+           units: str = "mV"):
     """Interpolate short NaN gaps, zero unusable leads, refuse a record with none left."""
     mask = np.ones(len(names), dtype=bool)
     all_zero = not np.any(signal)          # NaN counts as non-zero here
@@ -545,7 +582,8 @@ def _clean(header: Path, signal: np.ndarray, names: list[str], warnings: list[st
             warnings.append(f"lead {names[i]}: {bad.sum()} invalid samples interpolated")
         if np.ptp(row) == 0:
             mask[i] = False
-            warnings.append(f"lead {names[i]} is flat (constant {row[0]:g} mV), treated as missing")
+            warnings.append(f"lead {names[i]} is flat (constant {row[0]:g} {units}), treated as "
+                            "missing")
             row[:] = 0.0
     if not mask.any():
         if all_zero:

@@ -14,9 +14,10 @@ def summarize(record: EcgRecord, *, measure: bool = True, measure_lead: str | No
     """
     m = record.meta
     amplitude = {}
+    unit = record.units.lower()                     # keys min_mv / max_mv, or min_nu / max_nu
     for lead, row, ok in zip(record.leads, record.signal, record.lead_mask):
         amplitude[lead] = None if not ok else {
-            "min_mv": round(float(row.min()), 3), "max_mv": round(float(row.max()), 3)}
+            f"min_{unit}": round(float(row.min()), 3), f"max_{unit}": round(float(row.max()), 3)}
     out = {
         "record": record.path,
         "name": m.record_name,
@@ -27,7 +28,7 @@ def summarize(record: EcgRecord, *, measure: bool = True, measure_lead: str | No
         "original_fs_hz": m.original_fs,
         "n_samples": record.n_samples,
         "duration_s": round(record.duration_s, 3),
-        "units": "mV",
+        "units": record.units,
         "age": m.age,
         "sex": m.sex,
         "dx_codes": [{"code": c, "name": SNOMED_NAMES.get(c, (None, None))[1]} for c in m.dx_codes],
@@ -78,9 +79,11 @@ def format_summary(s: dict) -> str:
     if others:
         lines.append(f"comments   {len(others)}: " + " | ".join(others[:4])
                      + (" ..." if len(others) > 4 else ""))
-    lines.append("amplitude  lead     min mV   max mV")
+    unit = s["units"]
+    lines.append(f"amplitude  lead   {'min ' + unit:>8} {'max ' + unit:>8}")
+    lo, hi = f"min_{unit.lower()}", f"max_{unit.lower()}"
     for lead, a in s["amplitude"].items():
-        lines.append(f"           {lead:<6} " + (f"{a['min_mv']:8.3f} {a['max_mv']:8.3f}" if a
+        lines.append(f"           {lead:<6} " + (f"{a[lo]:8.3f} {a[hi]:8.3f}" if a
                                                  else "  not recorded / unusable"))
     meas = s.get("measurements")
     if meas:
