@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from ecgqa.config import ConfigError, field, load_config
 from tests.conftest import REAL, ROOT
 from tests.fuzz.kinds_models import check_dataclass
+from tests.test_config import _Inner
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:
@@ -34,12 +35,6 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
 def _write(path: Path, text: str | bytes) -> Path:
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
-
-
-@dataclass
-class _Inner:
-    lr: float = field(0.1, help="learning rate")
-    steps: int = field(5, help="steps")
 
 
 @dataclass
