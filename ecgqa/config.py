@@ -13,7 +13,6 @@ import difflib
 import math
 import os
 import reprlib
-import stat
 import types
 import typing
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ecgqa import userfiles
 from ecgqa.errors import EcgqaError
 
 C = TypeVar("C")
@@ -57,38 +57,9 @@ def expand_path(path: str | os.PathLike) -> Path:
 
 def read_text(path: str | os.PathLike, error: type[EcgqaError] = ConfigError,
               limit: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of a small regular file (a BOM is dropped).
-
-    Raises:
-        ``error`` naming the file: missing, not a regular file (a folder, a device, a
-        pipe), larger than ``limit`` bytes, unreadable, or not UTF-8.
-    """
-    p = Path(path)
-    try:
-        st = os.stat(p)
-    except (OSError, ValueError) as err:
-        why = "no such file" if isinstance(err, FileNotFoundError) else _os_reason(err)
-        raise error(f"{p}: {why}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{p}: not a file")
-    if st.st_size > limit:
-        raise error(f"{p}: {st.st_size} bytes is too large for this file (at most {limit})")
-    try:
-        with open(p, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise error(f"{p}: cannot read ({_os_reason(err)})") from None
-    if len(data) > limit:
-        raise error(f"{p}: too large for this file (at most {limit} bytes)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise error(f"{p}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                    f"{err.start})") from None
-
-
-def _os_reason(err: Exception) -> str:
-    return getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+    """The UTF-8 text of a small regular file (:func:`ecgqa.userfiles.read_text`, at most
+    ``limit`` bytes); problems raise ``error``, one line."""
+    return userfiles.read_text(path, error, limit)
 
 
 def parse_yaml(text: str, where: str, error: type[EcgqaError] = ConfigError) -> Any:

@@ -25,7 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecgqa import userfiles
 from ecgqa.errors import EcgqaError
+from ecgqa.userfiles import clean
 
 QUESTION_TYPES: tuple[str, ...] = (
     "single-verify", "single-choose", "single-query",
@@ -77,16 +79,6 @@ def show(value, width: int = 60) -> str:
     """A value from a file for a one-line error message: ``repr`` (no line breaks), shortened."""
     text = repr(value)
     return text if len(text) <= width else f"{text[:width - 20]}... ({len(text)} chars)"
-
-
-_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
-def clean(path: str | os.PathLike) -> str:
-    """A path for a one-line error message: control characters (line breaks) escaped."""
-    text = os.fspath(path)
-    text = text if isinstance(text, str) else os.fsdecode(text)
-    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -348,19 +340,9 @@ def read_split_ecgs(vroot: Path) -> dict[str, frozenset[int]]:
 
 
 def read_text(path: Path, error: type[ValueError] = EcgQaError) -> str:
-    """A regular file's UTF-8 text (a leading BOM dropped); anything else raises ``error``
-    with one line naming the file."""
-    try:
-        if not path.is_file():
-            raise error(f"{clean(path)}: "
-                        f"{'not a regular file' if path.exists() else 'no such file'}")
-        raw = path.read_bytes()
-    except OSError as err:
-        raise error(f"{clean(path)}: cannot read ({err.strerror or err})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise error(f"{clean(path)}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    """A regular file's UTF-8 text (:func:`ecgqa.userfiles.read_text`, no size limit: shards are
+    large); problems raise ``error``, one line naming the file."""
+    return userfiles.read_text(path, error)
 
 
 def read_json_list(path: Path, what: str = "samples", error: type[ValueError] = EcgQaError
