@@ -717,16 +717,21 @@ def _training_meta(adapter: Path) -> Path | None:
 
     run = adapter.parent / "config.yaml"
     try:
-        data = expand_path(str(parse_yaml(read_text(run, ChatError), str(run), ChatError)
-                               ["data"]["path"]))
+        value = parse_yaml(read_text(run, ChatError), str(run), ChatError)["data"]["path"]
     except (EcgqaError, KeyError, TypeError):
         return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None                         # not a path train-lora could have written
+    data = expand_path(value)
     bases = [Path()] if data.is_absolute() else [Path.cwd(), *adapter.resolve().parents]
     for base in bases:
         path = base / data
-        meta = (path if path.is_dir() else path.parent) / "meta.json"
-        if path.exists() and meta.is_file():
-            return meta
+        try:
+            meta = (path if path.is_dir() else path.parent) / "meta.json"
+            if path.exists() and meta.is_file():
+                return meta
+        except OSError:                     # a name too long to look up: not found
+            continue
     return None
 
 

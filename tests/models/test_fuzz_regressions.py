@@ -653,6 +653,10 @@ def test_render_settings_read_only_sane_sizes(lora):
     assert render_settings(lora).size == (32, 64)
     _write(run / "config.yaml", b"data: \xff\n")                   # not UTF-8: fall back
     assert render_settings(lora).size == (32, 64)
+    # a data.path that is no path train-lora writes (was OSError: file name too long)
+    for value in (["x"] * 200, "x" * 5000, 7, ""):
+        (run / "config.yaml").write_text(yaml.safe_dump({"data": {"path": value}}))
+        assert render_settings(lora).size == (32, 64)
     _edit_yaml(lora / "config.yaml", lambda t: t["model"].update(image_size=[8, 8]))
     with pytest.raises(ChatError, match="image_size") as err:
         render_settings(lora)
