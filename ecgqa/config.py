@@ -62,6 +62,25 @@ def read_text(path: str | os.PathLike, error: type[EcgqaError] = ConfigError,
     return userfiles.read_text(path, error, limit)
 
 
+def read_yaml_sections(path: Path, keys: tuple[str, ...], expected: str,
+                       error: type[EcgqaError] = ConfigError) -> dict:
+    """A small YAML file whose ``keys`` are mappings (a saved model's or adapter's config);
+    anything else is ``error``: ``"{path}: expected {expected}"``, one line."""
+    data = parse_yaml(read_text(path, error), str(path), error)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in keys):
+        raise error(f"{path}: expected {expected}")
+    return data
+
+
+def section_config(cls: type[C], data: dict, key: str, path: Path,
+                   error: type[EcgqaError] = ConfigError) -> C:
+    """``from_dict(cls, data[key])``, a bad value raised as ``error`` naming ``path``."""
+    try:
+        return from_dict(cls, data[key], f"{key}.")
+    except ConfigError as err:
+        raise error(f"{path}: {err}") from None
+
+
 def parse_yaml(text: str, where: str, error: type[EcgqaError] = ConfigError) -> Any:
     """``yaml.safe_load(text)``; any failure (syntax, an unknown ``!!tag``, an undefined
     alias, nesting too deep, a bad timestamp ...) is ``error`` with one line naming ``where``."""

@@ -23,12 +23,10 @@ from typing import TYPE_CHECKING
 
 import ecgqa
 from ecgqa.config import (
-    ConfigError,
     expand_path,
-    from_dict,
-    parse_yaml,
-    read_text,
+    read_yaml_sections,
     save_config,
+    section_config,
     short,
 )
 from ecgqa.errors import EcgqaError
@@ -135,14 +133,9 @@ def load_meta_config(source: str | os.PathLike) -> MetaConfig:
     from ecgqa.registry import META_ALGOS
 
     path = resolve_adapter(source) / "meta.yaml"
-    data = parse_yaml(read_text(path, AdapterError), str(path), AdapterError)
-    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
-        raise AdapterError(f"{path}: expected a mapping 'meta' (the MetaConfig train-meta "
-                           "writes)")
-    try:
-        meta = from_dict(MetaConfig, data["meta"], "meta.")
-    except ConfigError as err:
-        raise AdapterError(f"{path}: {err}") from None
+    data = read_yaml_sections(path, ("meta",), "a mapping 'meta' (the MetaConfig train-meta "
+                              "writes)", AdapterError)
+    meta = section_config(MetaConfig, data, "meta", path, AdapterError)
     if meta.algorithm not in META_ALGOS:
         raise AdapterError(f"{path}: meta.algorithm {short(meta.algorithm)} is not one of "
                            f"{', '.join(META_ALGOS.names())}")

@@ -25,7 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ecgqa.config import ConfigError, field, from_dict, parse_yaml, read_text, save_config, short
+from ecgqa.config import (
+    field,
+    read_yaml_sections,
+    save_config,
+    section_config,
+    short,
+)
 from ecgqa.errors import EcgqaError
 from ecgqa.models.llm import LlmConfig, load_llm
 from ecgqa.models.projectors import build_projector
@@ -493,15 +499,9 @@ def read_saved_config(folder: Path) -> tuple[ModelConfig, PromptTemplate]:
     path = folder / "config.yaml"
     if not path.is_file():
         raise SavedModelError(f"{folder}: no config.yaml (not a saved ecgqa model)")
-    data = parse_yaml(read_text(path, SavedModelError), str(path), SavedModelError)
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict) or \
-            not isinstance(data.get("template"), dict):
-        raise SavedModelError(f"{path}: expected the mappings 'model' and 'template' written "
-                              "by save_pretrained")
-    try:
-        cfg = from_dict(ModelConfig, data["model"], "model.")
-    except ConfigError as err:
-        raise SavedModelError(f"{path}: {err}") from None
+    data = read_yaml_sections(path, ("model", "template"), "the mappings 'model' and "
+                              "'template' written by save_pretrained", SavedModelError)
+    cfg = section_config(ModelConfig, data, "model", path, SavedModelError)
     if cfg.encoder == "encoder":
         cfg = dataclasses.replace(cfg, encoder=str(folder / "encoder"))
     elif cfg.encoder != "default" and not Path(cfg.encoder).is_dir():
