@@ -17,7 +17,6 @@ so an interrupted run leaves no half-written dataset. ECG ``i`` depends only on
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable
@@ -29,12 +28,12 @@ import numpy as np
 
 from ecgqa import __version__
 from ecgqa.outputs import atomic_folder
+from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
 from ecgqa.records.leads import STANDARD_LEADS
 from ecgqa.synth import questions as Q
 
 SPLIT_FRACTIONS = {"train": 0.7, "valid": 0.15, "test": 0.15}
 SINGLE_PER_ECG = 12
-SHARD_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -139,9 +138,8 @@ def _write_records(tmp: Path, n: int, seed: int, workers, progress) -> list[dict
     with open(tmp / "facts.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, sort_keys=True) + "\n")
-    for split in SPLIT_FRACTIONS:
-        ids = [r["ecg_id"] for r in rows if r["split"] == split]
-        (tmp / f"{split}_ecgs.tsv").write_text("".join(f"{k}\t{e}\n" for k, e in enumerate(ids)))
+    write_split_ecgs(tmp, {split: [r["ecg_id"] for r in rows if r["split"] == split]
+                           for split in SPLIT_FRACTIONS})
     return rows
 
 
@@ -184,17 +182,7 @@ def _write_questions(tmp: Path, rows: list[dict], seed: int) -> dict[str, int]:
                 _add(per_split[split], irrelevant[int(rng.integers(len(irrelevant)))], rng,
                      [a, b], facts, qids)
     _write_vocab(tmp)
-    counts = {}
-    for split, samples in per_split.items():
-        for k, s in enumerate(samples):
-            s["sample_id"] = k
-        folder = tmp / "template" / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for start in range(0, max(len(samples), 1), SHARD_SIZE):
-            chunk = samples[start:start + SHARD_SIZE]
-            (folder / f"{start:05d}.json").write_text(json.dumps(chunk, indent=1))
-        counts[split] = len(samples)
-    return counts
+    return write_shards(tmp, per_split)
 
 
 def _add(bucket: list[dict], t: Q.Template, rng, ecg_ids: list[int], facts,
@@ -212,16 +200,7 @@ def _add(bucket: list[dict], t: Q.Template, rng, ecg_ids: list[int], facts,
 
 
 def _write_vocab(tmp: Path) -> None:
-    with open(tmp / "answers.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "class"])
-        for i, a in enumerate(Q.all_answers()):
-            w.writerow([i, a])
-    with open(tmp / "answers_for_each_template.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["template_id", "classes"])
-        for t in sorted(Q.TEMPLATES, key=lambda t: t.template_id):
-            w.writerow([t.template_id, repr(sorted(t.options))])
+    write_vocab(tmp, Q.all_answers(), {t.template_id: t.options for t in Q.TEMPLATES})
 
 
 def _write_readme(tmp: Path, n: int, seed: int, rows: list[dict], counts: dict) -> None:
