@@ -133,6 +133,55 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folds(text: str, option: str) -> tuple[int, ...]:
+    try:
+        folds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated fold numbers, got {text!r}") from None
+    return folds
+
+
+def cmd_data_labels(args: argparse.Namespace) -> int:
+    """ECG-QA-schema questions from a table of per-record codes."""
+    from tqdm import tqdm
+
+    from ecgqa.qa.labelqa import build_label_qa, measure_records
+    from ecgqa.qa.labels import SplitRule, read_label_table
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    valid, test = _folds(args.valid_folds, "--valid-folds"), _folds(args.test_folds, "--test-folds")
+    if set(valid) & set(test):
+        raise UserError("--valid-folds and --test-folds share a fold")
+    if not (0 <= args.valid_fraction < 1 and 0 <= args.test_fraction < 1
+            and args.valid_fraction + args.test_fraction < 1):
+        raise UserError("--valid-fraction and --test-fraction must be in [0, 1) and sum "
+                        "below 1")
+    out = Path(args.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{args.out}: exists and is not an empty folder")
+    table = read_label_table(args.labels)
+    measured = None
+    if not args.no_measure:
+        bar = tqdm(total=len(table.records), unit="ecg", desc="measuring", disable=args.quiet)
+        try:
+            measured = measure_records(table.records, workers=args.workers,
+                                       progress=lambda done, total: bar.update(done - bar.n))
+        finally:
+            bar.close()
+    rule = SplitRule(valid_folds=valid, test_folds=test,
+                     fractions=(args.valid_fraction, args.test_fraction))
+    summary = build_label_qa(table, out, seed=args.seed, rule=rule, measurements=measured)
+    q, n = summary.questions, summary.records_per_split
+    print(f"{summary.out}: {summary.n_records} records of {summary.n_patients} patients "
+          f"(train {n['train']}, valid {n['valid']}, test {n['test']}); questions train "
+          f"{q['train']}, valid {q['valid']}, test {q['test']}")
+    if table.unknown:
+        print(f"codes without a mapping (asked about nowhere): "
+              f"{', '.join(f'{k} ({v})' for k, v in sorted(table.unknown.items()))}")
+    return 0
+
+
 def cmd_data_index(args: argparse.Namespace) -> int:
     """Records index of the PTB-XL records under some folders."""
     from ecgqa.qa.ecgqa import EcgQaError
@@ -312,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Work with ECG-QA-schema data (the real release, "
                           "synthetic data, or any QA file with a records index).")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser,
-                               required=True, help="synth: generate a dataset; stats: classes "
-                               "and episodes per question type; index: records index of PTB-XL "
+                               required=True, help="synth: generate a dataset; labels: questions "
+                               "from per-record codes; stats: classes and episodes per question "
+                               "type; index: records index of PTB-XL "
                                "records; instruct: image instruction data")
     p = dsub.add_parser("synth", help="generate a synthetic labelled ECG-QA dataset",
                         description="Generate synthetic 12-lead ECGs (500 Hz, 10 s, WFDB) from a "
@@ -350,6 +400,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_data_stats)
 
+    p = dsub.add_parser("labels", help="ECG-QA-schema questions from a table of per-record "
+                        "codes (PTB-XL SCP labels, Challenge # Dx: headers)",
+                        description="Turn per-record codes into an ECG-QA-schema dataset that "
+                        "train-meta, bench and data stats read: single-verify / -choose / "
+                        "-query questions in ECG-QA's wording with ECG-QA's answer strings "
+                        "(negatives only from codes of the same group the record lacks), "
+                        "numeric-feature range questions from the record's own measured RR, "
+                        "PR, QRS, QT and QTc (a value within the measurement error of a range "
+                        "bound asks nothing), patient-level splits, a records index and "
+                        "labels.jsonl (codes, split and measurements per record). Written "
+                        "atomically. docs/data.md lists how every code maps.")
+    p.add_argument("--labels", required=True, metavar="CSV|FOLDER",
+                   help="a CSV with columns ecg_id, path and any of patient_id, strat_fold, "
+                   "super_class, sub_class, diagnostic, form, rhythm (';'-separated SCP codes; "
+                   "path relative to the CSV), or a folder of Challenge records whose headers "
+                   "carry '# Dx:' SNOMED-CT codes")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0, help="question seed (default 0); a record's "
+                   "questions depend only on the seed and its ecg_id")
+    p.add_argument("--valid-folds", default="9", metavar="LIST", help="strat_fold values of "
+                   "the valid split, comma-separated (default 9)")
+    p.add_argument("--test-folds", default="10", metavar="LIST", help="strat_fold values of "
+                   "the test split (default 10); the other folds are train")
+    p.add_argument("--valid-fraction", type=float, default=0.1, metavar="F", help="without "
+                   "strat_fold: share of patients in valid, by a hash of the patient id "
+                   "(default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="without "
+                   "strat_fold: share of patients in test (default 0.1)")
+    p.add_argument("--no-measure", action="store_true", help="no numeric-feature questions "
+                   "(skips reading and measuring every record)")
+    p.add_argument("--workers", type=int, default=1, help="processes measuring records "
+                   "(default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_labels)
+
     p = dsub.add_parser("index", help="write a records index of PTB-XL records found in folders",
                         description="Scan folders for records whose names carry a PTB-XL "
                         "ecg_id (PTB-XL's 00001_lr / 00001_hr, the PhysioNet Challenge copies "
@@ -367,15 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     esub = enc.add_subparsers(dest="encoder_command", metavar="ENCODER_COMMAND",
                               parser_class=_Parser, required=True,
                               help="pretrain: train an encoder; probe: linear-probe report")
-    p = esub.add_parser("pretrain", help="pretrain an encoder on synthetic ECG-QA data",
-                        description="Train an encoder with a multi-label head over the "
-                        "synthetic dataset's attributes (rhythm, conduction, ST/T, axis, "
-                        "noise, extra systoles, interval ranges); the head is dropped and the "
-                        "encoder saved as config.json + model.safetensors.")
+    p = esub.add_parser("pretrain", help="pretrain an encoder on labelled real and/or "
+                        "synthetic ECGs",
+                        description="Train an encoder with a multi-label head over the SCP "
+                        "codes of a label table (--labels) and/or a synthetic dataset's "
+                        "attributes (--data: rhythm, conduction, ST/T, axis, noise, extra "
+                        "systoles, interval ranges); the head is dropped and the encoder saved "
+                        "as config.json + model.safetensors.")
     p.add_argument("--config", required=True, help="encoder YAML, e.g. "
                    "configs/encoder/default.yaml")
     p.add_argument("--data", default=None, help="synthetic dataset folder (ecgqa data synth); "
                    "overrides the config's data")
+    p.add_argument("--labels", default=None, help="label table of real ECGs (CSV, e.g. "
+                   "../shared/data/ptbxl-zscore-250hz/labels.csv); overrides the config's labels")
     p.add_argument("--out", default=None, help="output folder; overrides the config's out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="dotted overrides such as epochs=3 lr=0.001")
