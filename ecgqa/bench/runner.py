@@ -74,11 +74,11 @@ def prepare_data(cfg: SuiteConfig, adapter: Path | None = None) -> Prepared:
     makes it by default (a split over the suite's question types alone would hold out
     other attributes and could ask meta-trained classes).
     """
-    from ecgqa.meta.data import DataConfig, MetaDataError, ensure_synthetic, load_available
+    from ecgqa.meta.data import DataConfig, MetaDataError, ensure_data, load_available
     from ecgqa.qa.ecgqa import QUESTION_TYPES
 
-    ensure_synthetic(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
-                                synth_seed=cfg.synth_seed))
+    ensure_data(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
+                           synth_seed=cfg.synth_seed, labels=cfg.labels))
     try:
         data, resolver, every = load_available(cfg.qa, cfg.records, cfg.version, [])
     except MetaDataError as err:

@@ -50,6 +50,9 @@ class SuiteConfig:
     synth_n_ecgs: int = field(0, help="when > 0 and `qa` does not exist, synthesise this many "
                               "ECGs there first")
     synth_seed: int = field(0, help="seed of that synthesis")
+    labels: str | None = field(None, help="when set and `qa` does not exist, build it from this "
+                               "label table first (`ecgqa data labels`: a CSV of per-record "
+                               "codes or a folder of Challenge # Dx: records)")
     version: str = field("template", help="template or paraphrased questions")
     modality: str = field("signal", help="signal: a meta-trained adapter reads the ECG "
                           "signal; image: a LoRA adapter (train-lora's OUT/adapter) reads the ECG "

@@ -32,6 +32,9 @@ class DataConfig:
     synth_n_ecgs: int = field(0, help="when > 0 and `qa` does not exist yet, synthesise this "
                               "many ECGs there first")
     synth_seed: int = field(0, help="seed of that synthesis")
+    labels: str | None = field(None, help="when set and `qa` does not exist yet, build it from "
+                               "this label table first, as `ecgqa data labels` does (a CSV "
+                               "of per-record codes or a folder of Challenge # Dx: records)")
     version: str = field("template", help="template or paraphrased questions")
     question_types: list[str] = field([], help="question types to use (empty: every type with "
                                       "enough classes)")
@@ -147,8 +150,20 @@ def _phase(name, samples, split, allowed, cfg: DataConfig, q_query: int, seed: i
     return Phase(name, samplers, skipped)
 
 
-def ensure_synthetic(cfg: DataConfig) -> None:
-    """Synthesise ``cfg.qa`` when asked to and it is not there yet."""
+def ensure_data(cfg: DataConfig) -> None:
+    """Build ``cfg.qa`` when asked to (a label table or synthesis) and it is not there yet."""
+    if cfg.labels and not Path(cfg.qa).exists():
+        from tqdm.auto import tqdm
+
+        from ecgqa.qa.labelqa import build_label_qa, measure_records
+        from ecgqa.qa.labels import read_label_table
+
+        table = read_label_table(cfg.labels)
+        with tqdm(total=len(table.records), desc="measuring ECGs", unit="ecg") as bar:
+            measured = measure_records(table.records,
+                                       progress=lambda done, total: bar.update(done - bar.n))
+        build_label_qa(table, cfg.qa, measurements=measured)
+        return
     if cfg.synth_n_ecgs > 0 and not Path(cfg.qa).exists():
         from tqdm.auto import tqdm
 

@@ -25,7 +25,7 @@ import torch
 from ecgqa.config import ConfigError, field, save_config
 from ecgqa.meta.algorithms import build_algorithm, meta_parameters
 from ecgqa.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ecgqa.meta.data import DataConfig, MetaData, ensure_synthetic, load_meta_data
+from ecgqa.meta.data import DataConfig, MetaData, ensure_data, load_meta_data
 from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
 from ecgqa.models.fusion import ModelConfig
 from ecgqa.registry import META_ALGOS
@@ -138,7 +138,7 @@ class MetaTrainer:
         if self.sharded:
             validate_fsdp(cfg, self.acc.num_processes)
         if self.acc.is_main_process:
-            ensure_synthetic(cfg.data)
+            ensure_data(cfg.data)
             self._check_resume()
         self.acc.wait_for_everyone()
         self.data: MetaData = load_meta_data(cfg.data, cfg.train.seed)

@@ -325,3 +325,43 @@ def test_held_out_classes_follow_the_adapters_split_else_every_question_type(
     assert asked == other.meta_test
     assert all(class_units(k, "attribute") <= other.test_units for k in asked)
     assert not asked & other.meta_train and {class_key(s) for s in every} - asked
+
+
+# --------------------------------------------------------------------------- real PTB-XL
+
+
+def test_the_ptbxl_suite_builds_its_questions_and_keeps_fold_9_for_queries(
+        tiny_adapter, tmp_path, signal_cache_dir):
+    """eval/suites/ptbxl.yaml on 60 shared PTB-XL records (folds 8 and 9): the QA folder is
+    built from the label table, support records come from train folds, queries from fold 9."""
+    import csv
+
+    source = ROOT.parent / "shared" / "data" / "ptbxl-zscore-250hz" / "labels.csv"
+    with open(source, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r["strat_fold"] == "8"][:35] + \
+        [r for r in rows if r["strat_fold"] == "9"][:25]
+    table = tmp_path / "labels.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "path": str(source.parent / r["path"])})
+    fold = {int(r["ecg_id"]): int(r["strat_fold"]) for r in rows}
+    out, qa = tmp_path / "bench", tmp_path / "qa"
+    assert main(["bench", "--suite", str(ROOT / "eval" / "suites" / "ptbxl.yaml"),
+                 "--qa", str(qa), "--adapter", str(tiny_adapter), "--episodes", "3",
+                 "--out", str(out), "--quiet", "--set", f"labels={table}",
+                 "--set", "classes=all", "--set", "k_shot=[1]",
+                 "--set", "question_types=[single-verify]",
+                 "--set", f"cache_dir={signal_cache_dir}"]) == 0
+    assert (qa / "labels.jsonl").is_file()
+    results = json.loads((out / "results.json").read_text())
+    done = [c for c in results["cells"] if not c["skipped"]]
+    assert done
+    cell = json.loads((out / "cells" / f"{done[0]['id']}.json").read_text())
+    for e in cell["methods"]["adapted"]:
+        assert all(fold[q["ecg_ids"][0]] == 9 for q in e["queries"])
+    train = {int(line.split("\t")[1]) for line in
+             (qa / "train_ecgs.tsv").read_text().splitlines()}      # the support pool
+    assert train and all(fold[i] == 8 for i in train)
