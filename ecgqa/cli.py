@@ -125,7 +125,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     try:
         rows, note = episode_table(args.qa, records=args.records, version=args.version,
                                    n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query,
-                                   seed=args.seed, by=args.by)
+                                   seed=args.seed, by=args.by, test_split=args.test_split)
     except EcgQaError as err:
         raise UserError(str(err)) from None
     print(json.dumps({"note": note, "rows": rows}, indent=2) if args.json
@@ -397,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="attribute", choices=["attribute", "template"],
                    help="hold out attributes (default) or whole templates for meta-test")
     p.add_argument("--seed", type=int, default=0, help="class split seed (default 0)")
+    p.add_argument("--test-split", default="test", choices=["test", "valid"],
+                   help="split of the meta-test episodes (default test; valid for data "
+                   "without a test split)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_data_stats)
 

@@ -11,12 +11,13 @@ from ecgqa.qa.resolve import make_resolver
 
 def episode_table(qa: str | os.PathLike, *, records: str | os.PathLike | None = None,
                   version: str = "template", n_way: int = 5, k_shot: int = 5,
-                  q_query: int = 5, seed: int = 0, by: str = "attribute"
-                  ) -> tuple[list[dict], str]:
+                  q_query: int = 5, seed: int = 0, by: str = "attribute",
+                  test_split: str = "test") -> tuple[list[dict], str]:
     """Per question type: samples per split, meta-train/test classes, episode capacity.
 
     Meta-training episodes come from the ``train`` split with meta-train classes,
-    meta-test episodes from the ``test`` split with meta-test classes. ``capacity`` is
+    meta-test episodes from ``test_split`` (``test``, or ``valid`` for data without a test
+    split, such as the shared PTB-XL folds 1-9) with meta-test classes. ``capacity`` is
     the number of episodes drawable without reusing a sample.
 
     Returns:
@@ -31,7 +32,7 @@ def episode_table(qa: str | os.PathLike, *, records: str | os.PathLike | None = 
         note += f", {len(samples)} with all ECGs available in {records}"
     cs = split_classes(samples, seed=seed, by=by)
     note += (f"; {n_way}-way {k_shot}-shot {q_query}-query; held out by {by} "
-             f"(seed {seed}): {len(cs.test_units)} units")
+             f"(seed {seed}): {len(cs.test_units)} units; meta-test episodes from {test_split}")
     rows = []
     for qt in QUESTION_TYPES:
         mine = [s for s in samples if s.question_type == qt]
@@ -44,7 +45,7 @@ def episode_table(qa: str | os.PathLike, *, records: str | os.PathLike | None = 
                "classes_meta_train": len(keys & cs.meta_train),
                "classes_meta_test": len(keys & cs.meta_test)}
         for part, split, classes in (("meta_train", "train", cs.meta_train),
-                                     ("meta_test", "test", cs.meta_test)):
+                                     ("meta_test", test_split, cs.meta_test)):
             try:
                 sampler = EpisodeSampler(mine, n_way, k_shot, q_query, qt, split,
                                          classes=classes, seed=seed)

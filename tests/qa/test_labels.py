@@ -269,3 +269,16 @@ def test_cli_refuses_bad_options_before_reading(tmp_path, capsys):
                      str(tmp_path / "o"), *argv]) == 2
         assert capsys.readouterr().err.startswith("ecgqa: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_stats_counts_meta_test_episodes_from_the_valid_split(ptbxl_qa, capsys):
+    """The shared PTB-XL folds have no test split: --test-split valid counts fold 9."""
+    argv = ["data", "stats", "--qa", str(ptbxl_qa), "--n-way", "2", "--k-shot", "5",
+            "--q-query", "1", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert all(r["samples_test"] == 0 and r["episodes_meta_test"] == 0 for r in rows)
+    assert main(argv + ["--test-split", "valid"]) == 0
+    rows = {r["question_type"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["single-verify"]["episodes_meta_test"] > 0
+    assert {"single-verify", "single-choose", "single-query"} <= set(rows)
