@@ -462,7 +462,7 @@ class Session:
     # ------------------------------------------------------------------ records
 
     def summary(self) -> str:
-        """Leads, rate, duration, heart rate and intervals of each record (neurokit2)."""
+        """Leads, rate, duration, heart rate and intervals of each record (``measure()``)."""
         return "\n".join(describe_record(rec) for rec in self.records)
 
     def plot(self, out: str | os.PathLike | None = None) -> list[Path]:
@@ -969,7 +969,7 @@ def describe_record(rec: EcgRecord) -> str:
             parts.append(f"{name} {value:.0f} ms")
     if m.qrs_axis_deg is not None:
         parts.append(f"QRS axis {m.qrs_axis_deg:.0f} deg")
-    return f"{head}\n  {', '.join(parts)} (neurokit2, lead {m.lead}, {m.n_beats} beats)"
+    return f"{head}\n  {', '.join(parts)} ({m.lead}, {m.n_beats} beats)"
 
 
 # --------------------------------------------------------------------------- terminal

@@ -328,14 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print a record's leads, sampling rate, duration, units, "
                        "header metadata (age, sex, diagnoses, SNOMED Dx codes), per-lead "
                        "amplitude range, reader warnings, and heart rate, RR/PR/QRS/QT/QTc "
-                       "intervals and QRS axis measured with neurokit2 where delineation "
-                       "succeeds.")
+                       "intervals (global, over all leads, as the automatic 12-lead programs "
+                       "measure them) and QRS axis where the record allows them.")
     _add_record_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--lead", default=None, help="lead to measure intervals on "
-                   "(default: II, else I, V5, V2 ...)")
+    p.add_argument("--lead", default=None, help="measure on this lead alone (default: "
+                   "global intervals over every recorded lead)")
     p.add_argument("--no-measure", action="store_true",
-                   help="skip the neurokit2 measurements (faster)")
+                   help="skip the measurements (faster)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("plot", help="draw a record on ECG paper (3x4 + rhythm strip)",

@@ -1,9 +1,9 @@
-"""Validate synthetic ECG labels against an independent tool (neurokit2) and time the generator.
+"""Validate synthetic ECG labels against the project's measurements and time the generator.
 
 Draws ``--n`` records with ``sample_facts``, renders them WITHOUT the labelled noise, and
-measures each with :func:`ecgqa.records.measure.measure` (neurokit2 peaks and "prominence"
-delineation): lead II for rate, PR, QT and the I/aVF axis; QRS duration on lead II and as
-the median and maximum over leads I, II, V1, V2, V5, V6. Prints a Markdown agreement table,
+measures each with :func:`ecgqa.records.measure.measure` (global intervals over the 12
+leads, and the I/aVF axis); QRS duration also per lead, as the median and maximum over
+leads I, II, V1, V2, V5, V6 (neurokit2's delineation). Prints a Markdown agreement table,
 axis-class agreement, an RR-irregularity check of the rhythms and the generator speed. Run:
 
     .venv/bin/python eval/validate_synth.py --n 200 --seed 0
@@ -111,27 +111,27 @@ def collect(n: int, seed: int) -> list[dict]:
         facts = replace(sample_facts(rng), noise={})
         signal = synthesize(facts, rng)
         rec = _record(signal)
-        m = measure(rec)                                       # lead II, I/aVF axis
+        m = measure(rec)                                       # global intervals, I/aVF axis
         per_lead = [measure(rec, lead=lead) for lead in STANDARD_LEADS]
         qrs = [x.qrs_ms for x in per_lead if x.qrs_ms is not None]
         num = facts.numeric
         rr = _rr_stats(rec)
         rows.append({
             "facts": facts, "group": _rhythm_group(facts.scp_codes),
-            "heart rate, lead II": (facts.heart_rate_bpm, m.heart_rate_bpm),
+            "heart rate, global": (facts.heart_rate_bpm, m.heart_rate_bpm),
             "heart rate, median of 12 leads": (
                 facts.heart_rate_bpm, _median([x.heart_rate_bpm for x in per_lead])),
             "heart rate, mean RR, median of 12 leads": (
                 facts.heart_rate_bpm, rr[2] if rr is not None else None),
-            "PR interval, lead II": (num.get("pr interval"), m.pr_ms),
+            "PR interval, global": (num.get("pr interval"), m.pr_ms),
             "PR interval, median of 12 leads": (
                 num.get("pr interval"), _median([x.pr_ms for x in per_lead])),
-            "QRS duration, lead II": (num["qrs duration"], m.qrs_ms),
+            "QRS duration, global": (num["qrs duration"], m.qrs_ms),
             "QRS duration, median of 12 leads": (num["qrs duration"], _median(qrs)),
             "QRS duration, max of 12 leads": (num["qrs duration"], max(qrs) if qrs else None),
             "QRS duration, spatial velocity (self-check)": (num["qrs duration"],
                                                             _spatial_qrs_ms(facts, signal)),
-            "QT interval, lead II": (num["qt interval"], m.qt_ms),
+            "QT interval, global": (num["qt interval"], m.qt_ms),
             "QT interval, median of 12 leads": (
                 num["qt interval"], _median([x.qt_ms for x in per_lead])),
             "QRS axis, I and aVF": (facts.axis_deg, m.qrs_axis_deg),

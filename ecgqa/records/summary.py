@@ -40,19 +40,9 @@ def summarize(record: EcgRecord, *, measure: bool = True, measure_lead: str | No
         "measurements": None,
     }
     if measure:
-        from ecgqa.records.measure import DELINEATION
         from ecgqa.records.measure import measure as measure_record
 
-        try:
-            import neurokit2
-
-            version = neurokit2.__version__
-        except Exception:  # pragma: no cover - neurokit2 is a hard dependency
-            version = "?"
-        res = measure_record(record, lead=measure_lead).as_dict()
-        res["method"] = (f"neurokit2 {version}: R peaks + {DELINEATION} delineation, "
-                         "median over beats")
-        out["measurements"] = res
+        out["measurements"] = measure_record(record, lead=measure_lead).as_dict()
     return out
 
 
@@ -87,7 +77,7 @@ def format_summary(s: dict) -> str:
                                                  else "  not recorded / unusable"))
     meas = s.get("measurements")
     if meas:
-        lines.append(f"measured   lead {meas['lead']}, {meas['n_beats']} beats ({meas['method']})")
+        lines.append(f"measured   on {meas['lead']}, {meas['n_beats']} beats ({meas['method']})")
         fields = [("heart rate", "heart_rate_bpm", "bpm"), ("RR", "rr_ms", "ms"),
                   ("PR", "pr_ms", "ms"), ("QRS", "qrs_ms", "ms"), ("QT", "qt_ms", "ms"),
                   ("QTc (Bazett)", "qtc_ms", "ms"), ("QRS axis", "qrs_axis_deg", "deg")]

@@ -1,5 +1,5 @@
 """Synthetic ECGs: signal contract, lead physics, determinism, and labels checked on the signal
-(partly with neurokit2 through ecgqa.records.measure, an independent tool)."""
+(partly with ecgqa.records.measure, an independent measurement)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_noise_changes_only_the_labelled_leads():
 # --------------------------------------------------------------------------- labels on the signal
 
 
-def test_heart_rate_agrees_with_neurokit2():
+def test_heart_rate_agrees_with_measure():
     for facts in _find(lambda f: _plain(f) and "bundle" not in " ".join(f.scp_codes), 6):
         rec = _record(_render(facts))
         rates = [measure(rec, lead=ld).heart_rate_bpm for ld in STANDARD_LEADS]
@@ -146,7 +146,7 @@ def test_heart_rate_agrees_with_neurokit2():
         assert abs(measured - facts.heart_rate_bpm) < 5.0, facts.to_dict()
 
 
-def test_axis_class_agrees_with_neurokit2_on_narrow_qrs():
+def test_axis_class_agrees_with_measure_on_narrow_qrs():
     got = []
     for cls in AXIS_CLASSES:
         picked = _find(lambda f, c=cls: f.heart_axis == c and f.extra_systole is None
