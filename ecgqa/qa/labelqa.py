@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from ecgqa.qa.labels import (
 )
 from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
 from ecgqa.synth.ecg import NORMAL_RANGES, NUMERIC_CLASSES, classify
+from ecgqa.workpool import ordered_map
 
 SV, SC, SQ = "single-verify", "single-choose", "single-query"
 YES_NO = ("no", "yes")
@@ -243,20 +243,10 @@ def measure_records(records: Sequence[LabelledRecord], workers: int = 1,
     """ecg_id -> ``Measurements.as_dict()`` (or ``{"note": why}`` for an unreadable record)."""
     paths = [str(r.path) for r in records]
     out: dict[int, dict] = {}
-    if workers <= 1 or len(paths) < 16:
-        results = map(_measure_one, paths)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_measure_one, paths, chunksize=8)
-    try:
-        for r, m in zip(records, results):
-            out[r.ecg_id] = m
-            if progress:
-                progress(len(out), len(paths))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    for r, m in zip(records, ordered_map(_measure_one, paths, workers)):
+        out[r.ecg_id] = m
+        if progress:
+            progress(len(out), len(paths))
     return out
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from ecgqa.outputs import atomic_folder
 from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
 from ecgqa.records.leads import STANDARD_LEADS
 from ecgqa.synth import questions as Q
+from ecgqa.workpool import ordered_map
 
 SPLIT_FRACTIONS = {"train": 0.7, "valid": 0.15, "test": 0.15}
 SINGLE_PER_ECG = 12
@@ -118,20 +118,10 @@ def _write_records(tmp: Path, n: int, seed: int, workers, progress) -> list[dict
             for i, p in enumerate(patient_of, start=1)]
     workers = workers or min(8, os.cpu_count() or 1)
     rows: list[dict] = []
-    if workers <= 1 or len(jobs) < 64:
-        results = map(_make_ecg, jobs)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_make_ecg, jobs, chunksize=16)
-    try:
-        for row in results:
-            rows.append(row)
-            if progress:
-                progress(len(rows), n)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    for row in ordered_map(_make_ecg, jobs, workers, min_jobs=64, chunksize=16):
+        rows.append(row)
+        if progress:
+            progress(len(rows), n)
     from ecgqa.qa.resolve import write_index
 
     write_index(tmp / "records_index.csv", {r["ecg_id"]: tmp / r["path"] for r in rows})
