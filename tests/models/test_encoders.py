@@ -287,3 +287,140 @@ def test_commands(synth, tmp_path, capsys):
                                                 out=None, overrides=[]))
     with pytest.raises(ValueError, match="--data"):
         cmd_encoder_probe(argparse.Namespace(encoder="default", data=None))
+
+
+# --------------------------------------------------------------------------- real-data pipeline
+
+PTBXL = ROOT.parent / "shared" / "data" / "ptbxl-zscore-250hz"
+
+
+def test_bandpass_spec_round_trip_and_checks(tmp_path):
+    enc = _tiny("resnet1d", fs=250.0, bandpass=[0.5, 40])
+    assert enc.input_spec.bandpass == (0.5, 40.0)
+    save_encoder(enc, tmp_path / "enc")
+    assert json.loads((tmp_path / "enc" / "config.json").read_text())["input_spec"][
+        "bandpass"] == [0.5, 40.0]
+    back = load_encoder(tmp_path / "enc")
+    x = torch.randn(2, 12, 2500)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), back(x), rtol=0, atol=0)
+    # an encoder without a band-pass writes (and reads) the config.json it always did
+    assert "bandpass" not in InputSpec().to_dict()
+    assert InputSpec.from_dict({"leads": ["I"], "fs": 500, "duration_s": 10,
+                                "normalisation": "record"}).bandpass is None
+    for bad in ([40, 0.5], [0.5, 125.0], [0.5], "0.5-40", [True, 40]):
+        with pytest.raises(EncoderError, match="bandpass"):
+            InputSpec(fs=250.0, bandpass=bad)
+
+
+def test_bandpass_removes_drift_and_keeps_masked_leads_zero():
+    from ecgqa.models.encoders.base import bandpass_filter
+
+    t = torch.arange(5000) / 500.0
+    ecg = torch.sin(2 * torch.pi * 1.2 * t) ** 15                        # 1.2 Hz beats
+    drift, hum = 2.0 * torch.sin(2 * torch.pi * 0.1 * t), torch.sin(2 * torch.pi * 100 * t)
+    x = torch.stack([ecg + drift + hum, torch.zeros(5000)])[None]       # (1, 2, 5000)
+    y = bandpass_filter(x, 500.0, (0.5, 40.0))
+    mid = slice(1000, 4000)
+    clean = bandpass_filter(ecg[None, None], 500.0, (0.5, 40.0))[0, 0]
+    assert (y[0, 0, mid] - clean[mid]).abs().max() < 0.05 * clean[mid].abs().max()
+    assert not y[0, 1].any()
+
+
+def test_augment_shifts_and_adds_noise():
+    from ecgqa.models.encoders.pretrain import augment
+
+    x = torch.randn(3, 12, 100)
+    x[:, 5] = 0.0
+    y = augment(x, True, 0.0, torch.Generator().manual_seed(0))
+    for i in range(3):          # each ECG is one circular shift of itself, all leads alike
+        shifts = [k for k in range(100) if torch.equal(y[i], x[i].roll(k, -1))]
+        assert len(shifts) == 1
+    z = augment(x, False, 0.1, torch.Generator().manual_seed(0))
+    assert not z[:, 5].any() and 0.05 < (z - x)[:, 0].std() < 0.2
+
+
+def _label_csv(tmp_path: Path, n_train: int = 16, n_valid: int = 6) -> Path:
+    """A label table of a few shared PTB-XL records (absolute paths), folds 1-8 and 9."""
+    lines = (PTBXL / "labels.csv").read_text().splitlines()
+    rows = [r.split(",") for r in lines[1:]]
+    train = [r for r in rows if r[3] != "9"][:n_train]
+    valid = [r for r in rows if r[3] == "9"][:n_valid]
+    out = tmp_path / "labels.csv"
+    out.write_text(lines[0] + "\n" + "".join(
+        ",".join([r[0], str(PTBXL / r[1]), *r[2:]]) + "\n" for r in train + valid))
+    return out
+
+
+def test_table_targets_unknown_when_a_group_is_not_annotated():
+    from ecgqa.models.encoders.targets import table_label_names, table_targets
+    from ecgqa.qa.labels import LabelledRecord
+
+    recs = [LabelledRecord(1, Path("a"), "p1", 1, {"rhythm": ("SR",), "form": ()}),
+            LabelledRecord(2, Path("b"), "p2", 1, {"rhythm": ("AFIB",), "form": ("PVC",)}),
+            LabelledRecord(3, Path("c"), "p3", 1, {"rhythm": ("SR",), "form": ("PVC",)})]
+    names = table_label_names(recs, ["rhythm", "form"], 1)
+    assert names == ("rhythm:SR", "rhythm:AFIB", "form:PVC")
+    assert table_label_names(recs, ["rhythm", "form"], 2) == ("rhythm:SR", "form:PVC")
+    y, known = table_targets(recs[0], names)
+    assert y.tolist() == [1, 0, 0] and known.tolist() == [True, True, False]
+
+
+@pytest.mark.skipif(not (PTBXL / "labels.csv").is_file(), reason="no shared PTB-XL subset")
+def test_pretrain_on_a_label_table(tmp_path, capsys):
+    """`ecgqa encoder pretrain --labels CSV` on 22 real PTB-XL records (units NU, 250 Hz):
+    runs, writes safetensors + config, and reloads with the band-pass pipeline."""
+    labels = _label_csv(tmp_path)
+    args = argparse.Namespace(config=str(ROOT / "configs" / "encoder" / "tiny.yaml"),
+                              data=None, labels=str(labels), out=str(tmp_path / "enc"),
+                              overrides=["epochs=2", "min_positives=2", "fs=250",
+                                         "bandpass=[0.5, 40]", "time_shift=true",
+                                         "noise_std=0.05"], quiet=True)
+    assert cmd_encoder_pretrain(args) == 0
+    assert "val macro AUROC" in capsys.readouterr().out
+    out = tmp_path / "enc"
+    assert {"config.json", "model.safetensors", "pretrain_config.yaml",
+            "metrics.json"} <= {p.name for p in out.iterdir()}
+    enc = load_encoder(out)
+    assert enc.input_spec.bandpass == (0.5, 40.0) and enc.input_spec.fs == 250.0
+    assert enc.provenance["n_records"] == {"train": 16, "val": 6}
+    assert "rhythm:SR" in enc.provenance["labels"] and "super_class:NORM" in enc.provenance[
+        "labels"]
+    x, m = prepare(read_record(REAL / "cinc2021" / "HR06005"), enc.input_spec)   # mV, 500 Hz
+    with torch.no_grad():
+        assert torch.isfinite(enc(torch.from_numpy(x)[None], torch.from_numpy(m)[None])).all()
+
+
+@pytest.mark.skipif(not (PTBXL / "labels.csv").is_file(), reason="no shared PTB-XL subset")
+def test_pretrain_mixes_a_label_table_and_a_synthetic_set(synth, tmp_path):
+    cfg = load_config(EncoderPretrainConfig, ROOT / "configs" / "encoder" / "tiny.yaml",
+                      [f"labels={_label_csv(tmp_path)}", f"data={synth}", "epochs=1",
+                       "min_positives=2", f"out={tmp_path / 'enc'}"])
+    enc = load_encoder(pretrain(cfg, progress=False))
+    names = enc.provenance["labels"]
+    assert "rhythm:SR" in names and f"synthetic:{LABELS[0]}" in names
+    assert enc.provenance["n_records"]["train"] > 16 and enc.provenance["n_records"]["val"] == 6
+    nothing = load_config(EncoderPretrainConfig, ROOT / "configs" / "encoder" / "tiny.yaml",
+                          [f"out={tmp_path / 'x'}"])
+    with pytest.raises(ConfigError, match="data / labels"):
+        pretrain(nothing)
+
+
+def test_beat_targets_from_real_records():
+    """Rate and RR irregularity thresholds from the R peaks: a regular sinus record (PTB-XL
+    6005, sinus rhythm, ~70 bpm) is above 60 bpm and below the irregularity thresholds; a
+    flat record has no beats, so its targets are unknown, not negative."""
+    from ecgqa.models.encoders.targets import BEAT_LABELS, beat_targets
+
+    def on(name: str) -> set[str]:
+        rec = read_record(REAL / "cinc2021" / name)
+        y, known = beat_targets(rec.signal, rec.lead_mask, rec.fs)
+        assert known.all()
+        return {n for n, v in zip(BEAT_LABELS, y) if v}
+
+    assert len(BEAT_LABELS) == len(set(BEAT_LABELS)) == 16
+    regular = on("HR06005")
+    assert "beats:rate>=60" in regular and "beats:rate>=100" not in regular
+    assert "beats:rr_cv>=0.08" not in regular
+    y, known = beat_targets(np.zeros((12, 2500), np.float32), np.ones(12, bool), 250.0)
+    assert not known.any() and not y.any()

@@ -5,16 +5,22 @@ Every encoder is an ``nn.Module`` with
 - ``input_spec``: an :class:`InputSpec` (leads, rate, duration, normalisation),
 - ``out_dim``: feature size of each output token,
 - ``n_tokens``: tokens produced for an input of ``input_spec.n_samples`` samples,
-- ``forward(x, lead_mask=None)``: ``x`` ``(b, leads, t)`` in mV, ``lead_mask`` ``(b, leads)``
-  bool (False = lead missing) -> ``(b, n_tokens, out_dim)``.
+- ``forward(x, lead_mask=None)``: ``x`` ``(b, leads, t)`` in mV (or normalised units),
+  ``lead_mask`` ``(b, leads)`` bool (False = lead missing) -> ``(b, n_tokens, out_dim)``.
 
-Masked leads are zeroed before the network sees them, so their content never matters.
-:func:`prepare` brings any :class:`~ecgqa.records.read.EcgRecord` to the spec.
+Every encoder starts with :func:`preprocess`: masked leads are zeroed (so their content
+never matters), then the optional band-pass (``InputSpec.bandpass``) and the normalisation
+run. Doing them inside ``forward`` means every path into an encoder (``prepare``, the
+signal cache of the fusion model, chat) gets the same pipeline, so a record in mV and a
+record its source already filtered and z-scored (units ``NU``) look alike to the network.
+:func:`prepare` brings any :class:`~ecgqa.records.read.EcgRecord` to the spec's leads,
+rate and duration.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -57,12 +63,16 @@ class InputSpec:
             unit standard deviation over time), ``"record"`` (each lead to zero mean, then
             one scale for the whole record, the RMS over its non-flat leads: keeps the
             leads' relative amplitudes) or ``"none"`` (millivolts as given).
+        bandpass: ``(low, high)`` Hz of a zero-phase 4th-order Butterworth band-pass done
+            inside ``forward`` before the normalisation (:func:`bandpass_filter`); None
+            (the default, and what a ``config.json`` without the key means) = no filter.
     """
 
     leads: tuple[str, ...] = STANDARD_LEADS
     fs: float = 500.0
     duration_s: float = 10.0
     normalisation: str = "zscore"
+    bandpass: tuple[float, float] | None = None
 
     def __post_init__(self):
         if not isinstance(self.leads, (tuple, list)) or not all(isinstance(x, str)
@@ -86,6 +96,7 @@ class InputSpec:
         if self.normalisation not in NORMALISATIONS:
             raise EncoderError(f"input_spec.normalisation must be one of "
                                f"{', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
+        object.__setattr__(self, "bandpass", _check_band(self.bandpass, self.fs))
 
     @property
     def n_leads(self) -> int:
@@ -99,6 +110,10 @@ class InputSpec:
         """JSON-ready form (``leads`` as a list)."""
         d = asdict(self)
         d["leads"] = list(self.leads)
+        if self.bandpass is None:
+            del d["bandpass"]          # a config.json older encoders can read stays as it was
+        else:
+            d["bandpass"] = list(self.bandpass)
         return d
 
     @classmethod
@@ -108,7 +123,7 @@ class InputSpec:
             return cls()
         if isinstance(data, InputSpec):
             return data
-        known = {"leads", "fs", "duration_s", "normalisation"}
+        known = {"leads", "fs", "duration_s", "normalisation", "bandpass"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise EncoderError(f"input_spec: unknown key(s) {', '.join(unknown)}; "
@@ -117,16 +132,32 @@ class InputSpec:
                       for k, v in data.items()})
 
 
+def _check_band(band, fs: float) -> tuple[float, float] | None:
+    if band is None:
+        return None
+    ok = (isinstance(band, (tuple, list)) and len(band) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in band))
+    if not ok or not 0 < band[0] < band[1] < fs / 2:
+        raise EncoderError(f"input_spec.bandpass must be [low, high] Hz with 0 < low < high "
+                           f"< fs/2 = {fs / 2:g}, got {band!r:.60}")
+    return float(band[0]), float(band[1])
+
+
 def prepare(record: EcgRecord, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bring a record to an encoder's input spec: resample, crop/pad, select leads.
+
+    The band-pass and normalisation of the spec are not done here but inside the
+    encoder's ``forward`` (:func:`preprocess`), so that they also reach signals that come
+    by other paths.
 
     Args:
         record: from :func:`ecgqa.records.read.read_record`.
         spec: the encoder's ``input_spec`` (default: 12 leads, 500 Hz, 10 s).
 
     Returns:
-        ``(signal, mask)``: float32 ``(leads, n_samples)`` in mV and bool ``(leads,)``;
-        leads the record lacks are zero rows with mask False.
+        ``(signal, mask)``: float32 ``(leads, n_samples)`` in the record's units (mV, or NU
+        for a normalised record) and bool ``(leads,)``; leads the record lacks are zero
+        rows with mask False.
 
     Example:
         >>> rec = read_record("../shared/data/real/ptbxl/00001_lr")
@@ -142,10 +173,10 @@ def prepare(record: EcgRecord, spec: InputSpec | None = None) -> tuple[np.ndarra
 
 def preprocess(x: torch.Tensor, lead_mask: torch.Tensor | None,
                spec: InputSpec) -> torch.Tensor:
-    """Check shape, zero masked leads and normalise, as every encoder does first.
+    """Check shape, zero masked leads, band-pass and normalise, as every encoder does first.
 
     Args:
-        x: ``(b, leads, t)`` in mV.
+        x: ``(b, leads, t)`` in mV (or normalised units).
         lead_mask: ``(b, leads)`` bool, False where a lead is missing; None = all present.
         spec: the encoder's input spec.
 
@@ -162,11 +193,60 @@ def preprocess(x: torch.Tensor, lead_mask: torch.Tensor | None,
                                f"got {tuple(lead_mask.shape)}")
         keep = lead_mask.to(device=x.device, dtype=torch.bool).unsqueeze(-1)   # (b, leads, 1)
         x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if spec.bandpass is not None:
+        x = bandpass_filter(x, spec.fs, spec.bandpass)
     if spec.normalisation == "zscore":
         x = zscore(x)
     elif spec.normalisation == "record":
         x = record_scale(x)
     return x
+
+
+BANDPASS_ORDER = 4          # Butterworth order of each pass (zero phase: magnitude squared)
+BANDPASS_PAD_S = 2.0        # odd-reflection padding on each side against edge transients
+
+
+def bandpass_filter(x: torch.Tensor, fs: float, band: tuple[float, float]) -> torch.Tensor:
+    """Zero-phase 4th-order Butterworth band-pass along the last axis, in the FFT domain.
+
+    The gain is ``|H(f)|^2`` of the digital Butterworth filter, which is what a
+    forward-backward ``scipy.signal.filtfilt`` applies; the signal is padded by an odd
+    reflection of up to :data:`BANDPASS_PAD_S` seconds on each side first, as ``filtfilt``
+    pads, so that the circular FFT wraps no step into the record. Two seconds or more from
+    the edges the result matches ``filtfilt`` to ~1% of a lead's SD (RMS). Nearer the edges
+    they differ by up to a few tenths of an SD in the last 0.5 s: a 0.5 Hz high-pass on a
+    10 s record has edge transients of that size whichever way the unknown signal beyond
+    the edges is modelled (tested on real records: neither method is closer to the
+    filtered longer record). An all-zero lead stays zero.
+
+    Args:
+        x: ``(b, leads, t)``.
+        fs: sampling rate in Hz.
+        band: ``(low, high)`` cut-offs in Hz, ``0 < low < high < fs / 2``.
+
+    Returns:
+        ``(b, leads, t)`` filtered, same dtype and device.
+    """
+    n = x.shape[-1]
+    pad = min(n - 1, int(round(BANDPASS_PAD_S * fs)))
+    if pad > 0:
+        left = 2 * x[..., :1] - x[..., 1:pad + 1].flip(-1)                  # (b, leads, pad)
+        right = 2 * x[..., -1:] - x[..., -pad - 1:-1].flip(-1)
+        x = torch.cat([left, x, right], dim=-1)                              # (b, leads, n+2pad)
+    gain = torch.as_tensor(_bandpass_gain(x.shape[-1], float(fs), tuple(band)),
+                           dtype=x.dtype, device=x.device)                   # (n_freq,)
+    y = torch.fft.irfft(torch.fft.rfft(x) * gain, n=x.shape[-1])
+    return y[..., pad:pad + n]
+
+
+@lru_cache(maxsize=16)
+def _bandpass_gain(n: int, fs: float, band: tuple[float, float]) -> np.ndarray:
+    """``|H(f)|^2`` of the Butterworth band-pass at the ``rfft`` frequencies of ``n`` samples."""
+    from scipy.signal import butter, sosfreqz
+
+    sos = butter(BANDPASS_ORDER, band, btype="bandpass", fs=fs, output="sos")
+    _, h = sosfreqz(sos, worN=np.fft.rfftfreq(n, 1.0 / fs), fs=fs)
+    return (np.abs(h) ** 2).astype(np.float32)
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,14 @@ from ecgqa.config import load_config
 
 
 def cmd_encoder_pretrain(args: argparse.Namespace) -> int:
-    """Pretrain an encoder: ``--config FILE [--data DIR] [--out DIR] [key=value ...]``."""
+    """Pretrain an encoder: ``--config FILE [--labels CSV] [--data DIR] [--out DIR] [k=v ...]``."""
     from ecgqa.models.encoders.pretrain import EncoderPretrainConfig, pretrain
 
     overrides = list(getattr(args, "overrides", None) or [])
     if getattr(args, "data", None):
         overrides.append(f"data={args.data}")
+    if getattr(args, "labels", None):
+        overrides.append(f"labels={args.labels}")
     if getattr(args, "out", None):
         overrides.append(f"out={args.out}")
     cfg = load_config(EncoderPretrainConfig, args.config, overrides)

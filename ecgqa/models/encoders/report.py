@@ -1,7 +1,11 @@
-"""Linear-probe report of an encoder against a randomly initialised twin (Markdown table).
+"""Linear-probe report of encoders against a randomly initialised twin (Markdown table).
 
-Two benchmarks, both on frozen mean-pooled features:
+Three benchmarks, all on frozen mean-pooled features:
 
+- label table (real PTB-XL): logistic regression per SCP code fit on the ``train`` split
+  (PTB-XL folds 1-8), AUROC on the ``valid`` split (fold 9), macro AUROC per code group
+  over the codes with at least ``min_train`` / ``min_valid`` positives; a record without
+  any code of a group is left out of that group (not annotated for it);
 - synthetic: logistic regression fit on the ``train`` split of a synthetic dataset (use a
   seed the encoder was not pretrained on), macro AUROC on its ``test`` split, plus a few
   named labels;
@@ -19,10 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecgqa.models.encoders.base import prepare
+from ecgqa.models.encoders.base import InputSpec, prepare
 from ecgqa.models.encoders.checkpoint import build_encoder, load_encoder
 from ecgqa.models.encoders.probe import ProbeResult, features, probe_cv, probe_split
-from ecgqa.models.encoders.targets import LABELS, load_split
+from ecgqa.models.encoders.targets import (
+    LABELS,
+    LabelledSignals,
+    load_split,
+    load_table_records,
+    table_label_names,
+)
+
+TABLE_GROUPS = ("super_class", "rhythm", "form", "sub_class")
 
 NAMED_LABELS = ("atrial fibrillation", "complete right bundle branch block",
                 "complete left bundle branch block", "left axis deviation",
@@ -69,6 +81,67 @@ def random_twin(encoder: nn.Module, seed: int = 0) -> nn.Module:
     return twin.eval()
 
 
+def with_spec(encoder: nn.Module, **changes) -> nn.Module:
+    """The same weights behind another input spec (e.g. ``bandpass=None``), for ablations."""
+    spec = InputSpec.from_dict({**encoder.input_spec.to_dict(), **changes})
+    twin = build_encoder(encoder.encoder_name, input_spec=spec, **encoder.config)
+    twin.load_state_dict(encoder.state_dict())
+    return twin.eval()
+
+
+@dataclass
+class TableProbe:
+    """A label table's train and valid signals for one input spec, and the probed codes."""
+
+    train: LabelledSignals
+    valid: LabelledSignals
+    names: tuple[str, ...]          # "group:code" with enough positives in both parts
+
+    def positives(self, j: int) -> tuple[int, int]:
+        """Positives of column ``j`` among the known rows of (train, valid)."""
+        return tuple(int(d.y[d.known[:, j], j].sum()) for d in (self.train, self.valid))
+
+
+def load_table_probe(labels, spec: InputSpec, groups=TABLE_GROUPS, min_train: int = 10,
+                     min_valid: int = 5) -> TableProbe:
+    """Read a label table's ``train`` and ``valid`` records (:func:`assign_splits`).
+
+    Args:
+        labels: label CSV or Challenge folder (:func:`ecgqa.qa.labels.read_label_table`).
+        spec: the encoder's input spec (leads, rate, duration).
+        groups: code groups probed.
+        min_train, min_valid: positives a code needs in each part to be probed.
+    """
+    from ecgqa.qa.labels import assign_splits, read_label_table
+
+    table = read_label_table(labels)
+    splits = assign_splits(table.records)
+    train = [r for r in table.records if splits[r.ecg_id] == "train"]
+    valid = [r for r in table.records if splits[r.ecg_id] == "valid"]
+    names = set(table_label_names(train, groups, min_train)) & set(
+        table_label_names(valid, groups, min_valid))
+    names = tuple(n for n in table_label_names(train, groups, min_train) if n in names)
+    if not names:
+        raise ValueError(f"{labels}: no code has {min_train} train and {min_valid} valid "
+                         "positives")
+    return TableProbe(load_table_records(train, names, spec),
+                      load_table_records(valid, names, spec), names)
+
+
+def table_probe(encoder: nn.Module, data: TableProbe) -> ProbeResult:
+    """Logistic regression per code on train features, AUROC on the valid split."""
+    f_tr = features(encoder, data.train.x, data.train.mask)
+    f_va = features(encoder, data.valid.x, data.valid.mask)
+    return probe_split(f_tr, data.train.y, f_va, data.valid.y, data.train.known,
+                       data.valid.known)
+
+
+def group_macro(res: ProbeResult, names, group: str) -> tuple[float, int]:
+    """Macro AUROC over the evaluated codes of ``group``, and how many there are."""
+    aucs = [a for j, a in res.per_label.items() if names[j].split(":", 1)[0] == group]
+    return (float(np.mean(aucs)) if aucs else float("nan")), len(aucs)
+
+
 def synthetic_probe(encoder: nn.Module, data_dir, max_records: int = 0) -> ProbeResult:
     """Fit on the train split of ``data_dir``, AUROC on its test split."""
     spec = encoder.input_spec
@@ -84,37 +157,83 @@ def real_probe(encoder: nn.Module, real: RealLabels, folds: int = 5) -> ProbeRes
     return probe_cv(features(encoder, real.x, real.mask), real.y, folds)
 
 
-def probe_table(source: str = "default", synth_dir=None, real_dir=None,
-                baseline: bool = True, max_records: int = 0) -> str:
-    """Markdown table: linear-probe AUROC of the encoder (and of a random twin).
+def probe_table(source="default", synth_dir=None, real_dir=None, baseline: bool = True,
+                max_records: int = 0, *, labels=None, compare=(), **kwargs) -> str:
+    """Markdown table: linear-probe AUROC of an encoder, others, and a random twin.
 
     Args:
         source: anything :func:`load_encoder` takes (``"default"``, a folder, ...).
         synth_dir: synthetic dataset (``ecgqa data synth``) or None to skip.
-        real_dir: folder of labelled ``.hea`` records or None to skip.
-        baseline: add a column for the randomly initialised twin.
+        real_dir: folder of labelled ``.hea`` records (CinC) or None to skip.
+        baseline: add a column for the randomly initialised twin of ``source``.
         max_records: cap on ECGs per synthetic split (0 = all).
+        labels: label table (PTB-XL ``labels.csv``) or None to skip.
+        compare: more encoders (``load_encoder`` sources) as columns after ``source``.
+        **kwargs: ``per_code``, ``min_train``, ``min_valid`` of :func:`probe_columns`.
     """
     encoder = load_encoder(source)
     columns = {f"encoder `{source}`": encoder}
+    columns.update({f"encoder `{c}`": load_encoder(c) for c in compare})
     if baseline:
         columns["random init (same arch)"] = random_twin(encoder)
+    return probe_columns(columns, labels=labels, synth_dir=synth_dir, real_dir=real_dir,
+                         max_records=max_records, **kwargs)
+
+
+def probe_columns(columns: dict[str, nn.Module], *, labels=None, synth_dir=None, real_dir=None,
+                  max_records: int = 0, per_code: bool = True, min_train: int = 10,
+                  min_valid: int = 5) -> str:
+    """Markdown table with one column per encoder (see :func:`probe_table`).
+
+    Args:
+        columns: header -> encoder.
+        per_code: add a row per probed code besides the macro rows.
+        min_train, min_valid: positives a label-table code needs in train and valid.
+    """
     rows: dict[str, list[str]] = {}
-    real = load_real(real_dir, encoder.input_spec) if real_dir else None
+    cache: dict = {}
     for enc in columns.values():
+        spec = enc.input_spec
+        if labels:
+            data = _cached(cache, "table", spec, lambda s: load_table_probe(
+                labels, s, min_train=min_train, min_valid=min_valid))
+            _table_rows(rows, enc, data, per_code)
         if synth_dir:
             res = synthetic_probe(enc, synth_dir, max_records)
             _add(rows, f"synthetic: macro AUROC ({res.n_labels} labels)", res.macro_auroc)
-            for name in NAMED_LABELS:
+            for name in NAMED_LABELS if per_code else ():
                 _add(rows, f"synthetic: {name}", res.per_label.get(LABELS.index(name)))
-        if real is not None:
+        if real_dir:
+            real = _cached(cache, "real", spec, lambda s: load_real(real_dir, s))
             res = real_probe(enc, real)
-            _add(rows, f"real ({len(real.y)} records): macro AUROC ({res.n_labels} Dx codes, "
-                 "5-fold CV)", res.macro_auroc)
-            for j, name in enumerate(real.names):
-                _add(rows, f"real: {name} ({int(real.y[:, j].sum())} pos)", res.per_label.get(j))
+            _add(rows, f"CinC 2021 ({len(real.y)} records): macro AUROC ({res.n_labels} Dx "
+                 "codes, 5-fold CV)", res.macro_auroc)
+            for j, name in enumerate(real.names if per_code else ()):
+                _add(rows, f"CinC: {name} ({int(real.y[:, j].sum())} pos)", res.per_label.get(j))
     head = "| probe | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
     return head + "".join(f"| {k} | " + " | ".join(v) + " |\n" for k, v in rows.items())
+
+
+def _cached(cache: dict, kind: str, spec: InputSpec, make):
+    key = (kind, spec.leads, spec.fs, spec.duration_s)   # the signals depend on these only
+    if key not in cache:
+        cache[key] = make(spec)
+    return cache[key]
+
+
+def _table_rows(rows: dict, enc: nn.Module, data: TableProbe, per_code: bool) -> None:
+    res = table_probe(enc, data)
+    n_valid = {g: int(data.valid.known[:, [j for j, n in enumerate(data.names)
+                                           if n.startswith(g + ":")]].any(1).sum())
+               for g in TABLE_GROUPS}
+    for group in TABLE_GROUPS:
+        macro, n = group_macro(res, data.names, group)
+        if n:
+            _add(rows, f"PTB-XL fold 9: {group} macro AUROC ({n} codes, {n_valid[group]} "
+                 "records)", macro)
+    for j, name in enumerate(data.names if per_code else ()):
+        tr, va = data.positives(j)
+        _add(rows, f"PTB-XL: {name} ({tr}/{va} pos)", res.per_label.get(j))
 
 
 def _add(rows: dict[str, list[str]], key: str, value: float | None) -> None:
