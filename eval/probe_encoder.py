@@ -17,11 +17,20 @@ Frozen encoders, mean-pooled tokens, one logistic regression per label
     switched off at inference, and the encoders of ``--control`` (e.g. the same recipe
     trained without the pipeline), on (a)'s group macros and (b): what the pipeline buys
     on records in mV.
+(d) ``--transfer``: does the input pipeline make records in mV look like records in NU?
+    One logistic regression per rhythm code fit on (a)'s folds 1-8 (NU, 250 Hz) is scored,
+    without refit, on fold 9 and on (b)'s CinC records (mV, 500 Hz), over the codes with a
+    SNOMED equivalent (``ecgqa.qa.codes.SNOMED_TO_SCP``) in >= ``--min-real`` CinC records;
+    a record without any rhythm code is left out. Columns: the first encoder as trained,
+    without its band-pass, without it and with normalisation ``record``, and its random
+    twin (always). CinC ``HR06005`` is PTB-XL record 6005, in folds 1-8.
 
 Columns: the encoder, the encoders of ``--compare`` (default: the shipped default) and a
 randomly initialised twin of the first (same architecture and input spec, seed 0). Run:
 
     .venv/bin/python eval/probe_encoder.py --encoder runs/encoder-ptbxl --pipeline
+    .venv/bin/python eval/probe_encoder.py --encoder runs/encoder-ptbxl --compare \
+        --no-baseline --transfer
 """
 
 from __future__ import annotations
@@ -33,7 +42,12 @@ from pathlib import Path
 import torch
 
 from ecgqa.models.encoders import load_encoder
-from ecgqa.models.encoders.report import probe_columns, random_twin, with_spec
+from ecgqa.models.encoders.report import (
+    pipeline_variants,
+    probe_columns,
+    random_twin,
+    transfer_columns,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -59,8 +73,14 @@ def main() -> None:
                     "without its band-pass / z-score at inference")
     ap.add_argument("--control", nargs="*", default=[], help="encoders trained without the "
                     "pipeline, added as columns of table (c)")
+    ap.add_argument("--transfer", action="store_true", help="add table (d): the rhythm probe "
+                    "fit on --labels folds 1-8 scored on the --real records (no refit)")
+    ap.add_argument("--min-real", type=int, default=3, help="positives a rhythm code needs "
+                    "among the --real records for table (d)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
+    if args.transfer and not (args.labels and args.real):
+        ap.error("--transfer needs both --labels and --real")
     torch.set_num_threads(args.threads)
     start = time.time()
     encoder = load_encoder(args.encoder)
@@ -72,14 +92,16 @@ def main() -> None:
                 min_train=args.min_train, min_valid=args.min_valid)
     print(probe_columns(columns, **data), end="")
     if args.pipeline:
-        spec = encoder.input_spec
-        variants = {f"as trained (band-pass {spec.bandpass}, {spec.normalisation})": encoder,
-                    "no band-pass": with_spec(encoder, bandpass=None),
-                    "no band-pass, normalisation record": with_spec(
-                        encoder, bandpass=None, normalisation="record")}
+        variants = pipeline_variants(encoder)
         variants.update({f"`{c}`": load_encoder(c) for c in args.control})
         print(f"\nPipeline of `{args.encoder}` switched off at inference (same weights):\n")
         print(probe_columns(variants, **{**data, "synth_dir": None}, per_code=False), end="")
+    if args.transfer:
+        variants = {**pipeline_variants(encoder), "random init (same arch)": random_twin(encoder)}
+        print(f"\nRhythm probe of `{args.encoder}` fit on PTB-XL folds 1-8 (NU), scored "
+              "without refit on fold 9 (NU) and on CinC 2021 (mV):\n")
+        print(transfer_columns(variants, labels=args.labels, other=args.real,
+                               min_train=args.min_train, min_other=args.min_real), end="")
     print(f"\n(labels: {args.labels}; real: {args.real}; {time.time() - start:.0f} s on "
           f"{args.threads} threads)")
 

@@ -197,10 +197,12 @@ def test_shipped_default_on_a_real_record():
     enc = load_encoder("default")
     assert enc.encoder_name == SHIPPED["name"] and not enc.training
     assert (enc.n_tokens, enc.out_dim) == (SHIPPED["n_tokens"], SHIPPED["out_dim"])
-    assert enc.provenance["n_records"]["train"] > 2000
+    # trained on the real PTB-XL records of folds 1-8 (1,442 of the shared 1,625)
+    assert enc.provenance["label_table"] and enc.provenance["n_records"]["train"] > 1000
     rec = read_record(REAL / "ptbxl" / "00001_lr")                    # 100 Hz in the file
     x, mask = prepare(rec, enc.input_spec)
-    assert x.shape == (12, 5000) and x.dtype == np.float32 and mask.all()
+    n = int(round(enc.input_spec.fs * enc.input_spec.duration_s))
+    assert x.shape == (12, n) and x.dtype == np.float32 and mask.all()
     with torch.no_grad():
         out = enc(torch.from_numpy(x)[None], torch.from_numpy(mask)[None])
     assert out.shape == (1, 40, 256) and torch.isfinite(out).all()
@@ -424,3 +426,21 @@ def test_beat_targets_from_real_records():
     assert "beats:rr_cv>=0.08" not in regular
     y, known = beat_targets(np.zeros((12, 2500), np.float32), np.ones(12, bool), 250.0)
     assert not known.any() and not y.any()
+
+
+@pytest.mark.skipif(not (PTBXL / "labels.csv").is_file(), reason="no shared PTB-XL subset")
+def test_transfer_table_scores_the_table_probe_on_challenge_records(tmp_path):
+    """Rhythm codes shared by a few PTB-XL records (NU) and the 50 CinC 2021 records (mV,
+    SNOMED mapped by ecgqa.qa.codes); the 6 CinC records without a rhythm code are left out."""
+    from ecgqa.models.encoders.report import load_transfer_probe, transfer_columns
+
+    enc = _tiny("resnet1d", fs=250.0, bandpass=(0.5, 40.0))
+    data = load_transfer_probe(_label_csv(tmp_path), REAL / "cinc2021", enc.input_spec,
+                               min_train=2)
+    assert "rhythm:SR" in data.names and "rhythm:SARRH" not in data.names   # 1 CinC positive
+    assert len(data.other) == 50 and int(data.other.known.any(1).sum()) == 44
+    assert data.positives(data.names.index("rhythm:SR"))[2] == 15
+    table = transfer_columns({"a": enc}, labels=_label_csv(tmp_path), other=REAL / "cinc2021",
+                             min_train=2)
+    assert "| CinC: SR = SNOMED 426783006 NSR (15 pos) | " in table
+    assert "CinC 2021: rhythm macro AUROC" in table and "PTB-XL fold 9: rhythm" in table

@@ -10,7 +10,11 @@ Three benchmarks, all on frozen mean-pooled features:
   seed the encoder was not pretrained on), macro AUROC on its ``test`` split, plus a few
   named labels;
 - real: the labelled records of a folder (e.g. PhysioNet/CinC 2021 ``.hea`` + ``.mat``),
-  SNOMED ``Dx`` codes present in at least ``min_count`` records, stratified 5-fold CV.
+  SNOMED ``Dx`` codes present in at least ``min_count`` records, stratified 5-fold CV;
+- transfer (:func:`transfer_columns`): the label table's probe (fit on ``train``, e.g.
+  PTB-XL in normalised units) scored without refit on its ``valid`` split and on the
+  records of a Challenge folder (e.g. CinC 2021 in mV), over the codes of one group that
+  both have (Challenge SNOMED codes mapped by ``ecgqa.qa.codes.SNOMED_TO_SCP``).
 """
 
 from __future__ import annotations
@@ -87,6 +91,16 @@ def with_spec(encoder: nn.Module, **changes) -> nn.Module:
     twin = build_encoder(encoder.encoder_name, input_spec=spec, **encoder.config)
     twin.load_state_dict(encoder.state_dict())
     return twin.eval()
+
+
+def pipeline_variants(encoder: nn.Module) -> dict[str, nn.Module]:
+    """Header -> the encoder as trained, without its band-pass, and without it with
+    normalisation ``record`` (same weights, :func:`with_spec`)."""
+    spec = encoder.input_spec
+    return {f"as trained (band-pass {spec.bandpass}, {spec.normalisation})": encoder,
+            "no band-pass": with_spec(encoder, bandpass=None),
+            "no band-pass, normalisation record": with_spec(encoder, bandpass=None,
+                                                            normalisation="record")}
 
 
 @dataclass
@@ -210,6 +224,10 @@ def probe_columns(columns: dict[str, nn.Module], *, labels=None, synth_dir=None,
                  "codes, 5-fold CV)", res.macro_auroc)
             for j, name in enumerate(real.names if per_code else ()):
                 _add(rows, f"CinC: {name} ({int(real.y[:, j].sum())} pos)", res.per_label.get(j))
+    return _markdown(columns, rows)
+
+
+def _markdown(columns: dict, rows: dict[str, list[str]]) -> str:
     head = "| probe | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
     return head + "".join(f"| {k} | " + " | ".join(v) + " |\n" for k, v in rows.items())
 
@@ -238,3 +256,110 @@ def _table_rows(rows: dict, enc: nn.Module, data: TableProbe, per_code: bool) ->
 
 def _add(rows: dict[str, list[str]], key: str, value: float | None) -> None:
     rows.setdefault(key, []).append("n/a" if value is None or np.isnan(value) else f"{value:.3f}")
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+@dataclass
+class TransferProbe:
+    """A label table's ``train`` and ``valid`` signals and another source's records (e.g.
+    CinC 2021 in mV) for one input spec, over the codes both sources have."""
+
+    train: LabelledSignals
+    valid: LabelledSignals
+    other: LabelledSignals
+    names: tuple[str, ...]          # "group:code" with enough positives in train and other
+
+    def positives(self, j: int) -> tuple[int, int, int]:
+        """Positives of column ``j`` among the known rows of (train, valid, other)."""
+        return tuple(int(d.y[d.known[:, j], j].sum())
+                     for d in (self.train, self.valid, self.other))
+
+
+def transfer_names(train, other, group: str = "rhythm", min_train: int = 10,
+                   min_other: int = 3) -> tuple[str, ...]:
+    """``"group:code"`` targets with >= ``min_train`` positives among the ``train`` records
+    and >= ``min_other`` among the ``other`` records (both :class:`LabelledRecord` lists)."""
+    shared = set(table_label_names(other, (group,), min_other))
+    return tuple(n for n in table_label_names(train, (group,), min_train) if n in shared)
+
+
+def load_transfer_probe(labels, other, spec: InputSpec, group: str = "rhythm",
+                        min_train: int = 10, min_other: int = 3) -> TransferProbe:
+    """Read a label table's ``train`` / ``valid`` records and another table's records.
+
+    Args:
+        labels: label CSV (PTB-XL ``labels.csv``, :func:`ecgqa.qa.labels.read_label_table`).
+        other: a second label table, e.g. a folder of Challenge ``.hea`` records, whose
+            SNOMED ``Dx`` codes ``read_label_table`` maps to SCP codes (``ecgqa.qa.codes``).
+        spec: the encoder's input spec (leads, rate, duration).
+        group: code group probed.
+        min_train, min_other: positives a code needs in ``train`` and in ``other``.
+    """
+    from ecgqa.qa.labels import assign_splits, read_label_table
+
+    table = read_label_table(labels)
+    splits = assign_splits(table.records)
+    train = [r for r in table.records if splits[r.ecg_id] == "train"]
+    valid = [r for r in table.records if splits[r.ecg_id] == "valid"]
+    records = list(read_label_table(other).records)
+    names = transfer_names(train, records, group, min_train, min_other)
+    if not names:
+        raise ValueError(f"{labels} / {other}: no {group} code has {min_train} train and "
+                         f"{min_other} positives in the other records")
+    return TransferProbe(*(load_table_records(r, names, spec) for r in (train, valid, records)),
+                         names)
+
+
+def transfer_probe(encoder: nn.Module, data: TransferProbe) -> tuple[ProbeResult, ProbeResult]:
+    """Logistic regression per code on train features; AUROC on valid and on the other
+    records, with no refit (lbfgs is deterministic: both use the same fitted probe)."""
+    f_tr = features(encoder, data.train.x, data.train.mask)
+    return tuple(probe_split(f_tr, data.train.y, features(encoder, d.x, d.mask), d.y,
+                             data.train.known, d.known) for d in (data.valid, data.other))
+
+
+def transfer_columns(columns: dict[str, nn.Module], *, labels, other, group: str = "rhythm",
+                     min_train: int = 10, min_other: int = 3, per_code: bool = True) -> str:
+    """Markdown table: a label table's probe on its valid split and on other records.
+
+    Args:
+        columns: header -> encoder.
+        labels, other, group, min_train, min_other: as :func:`load_transfer_probe`.
+        per_code: add a row per probed code besides the macro rows.
+    """
+    rows: dict[str, list[str]] = {}
+    cache: dict = {}
+    for enc in columns.values():
+        data = _cached(cache, "transfer", enc.input_spec, lambda s: load_transfer_probe(
+            labels, other, s, group, min_train, min_other))
+        _transfer_rows(rows, enc, data, group, per_code)
+    return _markdown(columns, rows)
+
+
+def _transfer_rows(rows: dict, enc: nn.Module, data: TransferProbe, group: str,
+                   per_code: bool) -> None:
+    valid, other = transfer_probe(enc, data)
+    n_valid, n_other = (int(d.known.any(1).sum()) for d in (data.valid, data.other))
+    _add(rows, f"PTB-XL fold 9: {group} macro AUROC ({valid.n_labels} codes, {n_valid} "
+         "records)", valid.macro_auroc)
+    for j, name in enumerate(data.names if per_code else ()):
+        tr, va, _ = data.positives(j)
+        _add(rows, f"PTB-XL: {name} ({tr}/{va} pos)", valid.per_label.get(j))
+    _add(rows, f"CinC 2021: {group} macro AUROC ({other.n_labels} codes, {n_other} records)",
+         other.macro_auroc)
+    for j, name in enumerate(data.names if per_code else ()):
+        _add(rows, f"CinC: {_snomed_label(name)} ({data.positives(j)[2]} pos)",
+             other.per_label.get(j))
+
+
+def _snomed_label(name: str) -> str:
+    """``"rhythm:SR"`` -> ``"SR = SNOMED 426783006 NSR"`` (codes.SNOMED_TO_SCP, reversed)."""
+    from ecgqa.qa.codes import SNOMED_TO_SCP
+    from ecgqa.records.meta import SNOMED_NAMES
+
+    group, code = name.split(":", 1)
+    snomed = [s for s, hit in SNOMED_TO_SCP.items() if hit == (group, code)]
+    return f"{code} = " + ", ".join(f"SNOMED {s} {SNOMED_NAMES.get(s, ('',))[0]}".rstrip()
+                                    for s in snomed)
