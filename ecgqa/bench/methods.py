@@ -1,4 +1,4 @@
-"""The methods a benchmark cell compares, all on the same episode.
+"""The methods a benchmark cell compares, one episode at a time (the per-query path).
 
 Each method maps an episode to one answer record per query::
 
@@ -8,12 +8,17 @@ Every method chooses among the same candidates (:meth:`Context.candidates`): by 
 answer class of the query's question template; the truth is never looked at.
 LLM methods score the options after the whole prompt has been read and also generate an
 answer (exact match); the feature baselines only classify.
+
+Here every query is scored and generated alone and every method starts from scratch, as
+before the benchmark was made fast; :mod:`ecgqa.bench.blocks` runs the LLM methods on
+blocks of episodes of one shape, reusing what does not depend on the support set, with
+the same numbers (``fast: false`` in a suite runs this path, for timing it).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,6 +48,10 @@ class Context:
     vocab: object          # AnswerVocab, for parsing generated answers
     max_context: int       # the LLM's context length, in tokens
     options: str = "template"   # candidate answers: template or support (see candidates)
+    fast: bool = False     # run blocks of episodes (ecgqa.bench.blocks), not this module
+    leads: tuple = ()      # the cell's lead subset (part of the fast path's memo keys)
+    memo: dict = field(default_factory=dict)   # fast path: answers of support-free methods
+    prefixes: object = None                    # fast path: a PrefixMemo of prompt prefixes
 
     def prepare(self, ep: Episode) -> None:
         """Nothing to do before the methods: signals are read by the first method that
@@ -64,7 +73,8 @@ def candidates(ep: Episode, query, vocab, options: str = "template") -> list[tup
     return sorted({(a,) for a in vocab.options(query.template_id)} | set(shown))
 
 
-def _records(results) -> list[dict]:
+def records(results) -> list[dict]:
+    """Answer records of QueryResults."""
     return [{"truth": list(r.truth), "options": [list(o) for o in r.options], "probs": r.probs,
              "pred": list(r.options[int(np.argmax(r.probs))]), "correct": bool(r.option_correct),
              "confidence": float(max(r.probs)), "text": r.generated,
@@ -73,14 +83,15 @@ def _records(results) -> list[dict]:
 
 def _answer(ctx: Context, ep: Episode, batch: Batch, projector=None) -> list[dict]:
     options = [ctx.candidates(ep, q) for q in ep.query]
-    return _records(answer_queries(ctx.model, batch, ep.query, options,
-                                   answer_terms(options, ctx.vocab), projector, ctx.generate))
+    return records(answer_queries(ctx.model, batch, ep.query, options,
+                                   answer_terms(options, ctx.vocab), projector, ctx.generate,
+                                   per_prompt=True))
 
 
 def adapted(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
     """The adapter after test-time adaptation on the support set."""
     learner = adapt_to_support(ctx.model, ctx.algo, ep, ctx.signals, ctx.steps,
-                               ctx.prefix_cache)
+                               ctx.prefix_cache, dedupe=False)
     query = ctx.model.make_batch(ep.query, ctx.signals, with_answers=False)
     out = _answer(ctx, ep, query, learner)
     teacher = ctx.model.make_batch(ep.query, ctx.signals)
@@ -97,11 +108,15 @@ def no_adaptation(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
 
 def zero_shot_text(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
     """The frozen LLM without the ECG: what the question's text alone predicts."""
-    m = ctx.model
-    query = m.make_batch(ep.query, ctx.signals, with_answers=False)
+    query = ctx.model.make_batch(ep.query, ctx.signals, with_answers=False)
+    return _answer(ctx, ep, text_only(ctx.model, ep.query, query.feats)), {}
+
+
+def text_only(m, samples, feats) -> Batch:
+    """The samples' prompts with every ECG left out (``feats`` unused by them)."""
     encoded = [encode_without_ecg(m.template, m.tokenizer, q.question, len(q.ecg_ids))
-               for q in ep.query]
-    return _answer(ctx, ep, Batch(encoded, query.feats, [() for _ in ep.query])), {}
+               for q in samples]
+    return Batch(encoded, feats, [() for _ in samples])
 
 
 def in_context(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
@@ -110,6 +125,12 @@ def in_context(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
     The examples are the support samples of the query's question form (all of the support
     set if none); the earliest are dropped until the prompt fits the LLM's context.
     """
+    batch, shown = in_context_prompts(ctx, ep)
+    return _answer(ctx, ep, batch), {"examples_in_prompt": float(np.mean(shown))}
+
+
+def in_context_prompts(ctx: Context, ep: Episode) -> tuple[Batch, list[int]]:
+    """The in-context prompt of each query, and how many examples each shows."""
     m = ctx.model
     encoded, index, shown = [], [], []
     both = m.make_batch(list(ep.support) + list(ep.query), ctx.signals, with_answers=False)
@@ -128,8 +149,7 @@ def in_context(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
         encoded.append(enc)
         index.append(tuple(ecgs))
         shown.append(len(examples))
-    out = _answer(ctx, ep, Batch(encoded, both.feats, index))
-    return out, {"examples_in_prompt": float(np.mean(shown))}
+    return Batch(encoded, both.feats, index), shown
 
 
 def _length(enc, ecgs, tokens_per_ecg: int) -> int:

@@ -117,21 +117,27 @@ def _wordnet():
 
 
 def text_scores(hypothesis: str, reference: str) -> dict[str, float]:
-    """BLEU (0-1), ROUGE-L F1 and METEOR of one generated answer against the reference."""
+    """BLEU (0-1), ROUGE-L F1 and METEOR of one generated answer against the reference
+    (computed once per distinct pair: answers repeat across a benchmark's queries)."""
+    return dict(_text_scores(hypothesis, reference))
+
+
+@functools.lru_cache(maxsize=65536)
+def _text_scores(hypothesis: str, reference: str) -> tuple[tuple[str, float], ...]:
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from nltk.translate.meteor_score import meteor_score
 
     hyp, ref = hypothesis.lower().split(), reference.lower().split()
     if not hyp or not ref:
-        return {"bleu": 0.0, "rouge_l": 0.0, "meteor": 0.0}
+        return (("bleu", 0.0), ("rouge_l", 0.0), ("meteor", 0.0))
     order = min(4, len(ref), len(hyp))
     weights = tuple([1.0 / order] * order)
     bleu = sentence_bleu([ref], hyp, weights=weights,
                          smoothing_function=SmoothingFunction().method1)
     wordnet, _ = _wordnet()
-    return {"bleu": float(bleu),
-            "rouge_l": float(_rouge().score(reference, hypothesis)["rougeL"].fmeasure),
-            "meteor": float(meteor_score([ref], hyp, wordnet=wordnet))}
+    return (("bleu", float(bleu)),
+            ("rouge_l", float(_rouge().score(reference, hypothesis)["rougeL"].fmeasure)),
+            ("meteor", float(meteor_score([ref], hyp, wordnet=wordnet))))
 
 
 def meteor_uses_synonyms() -> bool:

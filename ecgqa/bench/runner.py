@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgqa.bench import blocks as B
 from ecgqa.bench import image as I
 from ecgqa.bench import methods as M
 from ecgqa.bench.metrics import meteor_uses_synonyms, summarise_cell, text_scores
@@ -207,6 +208,7 @@ def _signal_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
     """The adapter's recipe for results.json, and ``cell -> Context`` (model loaded when
     ``load``)."""
     from ecgqa.meta.adapter import load_adapter, load_meta_config
+    from ecgqa.models.kv import PrefixMemo
 
     meta = load_meta_config(folder)
     info = {"adapter_meta": asdict(meta)}
@@ -216,12 +218,22 @@ def _signal_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
     if cfg.max_new_tokens is not None:
         model.cfg.max_new_tokens = cfg.max_new_tokens
     base = model.signal_cache(data.resolver, cfg.cache_dir)
+    # shared by the cells (fast path): one signal view per lead subset, so the encoder
+    # features cached on it serve every cell of those leads; the support-free methods'
+    # answers; the prompts' prefix key/values
+    subsets: dict[tuple, LeadSubset] = {}
+    memo: dict = {}
+    prefixes = PrefixMemo() if cfg.fast else None
 
     def contexts(cell: Cell) -> M.Context:
-        return M.Context(model, algo, LeadSubset(base, parse_leads(cell.leads)),
+        leads = tuple(parse_leads(cell.leads))
+        signals = subsets.setdefault(leads, LeadSubset(base, leads)) if cfg.fast \
+            else LeadSubset(base, leads)
+        return M.Context(model, algo, signals,
                          meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
                          meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
-                         cfg.options)
+                         cfg.options, fast=cfg.fast, leads=leads, memo=memo,
+                         prefixes=prefixes)
 
     return info, contexts
 
@@ -257,24 +269,37 @@ def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
         record["skipped"] = str(err)
         bar.update(cfg.episodes)
         return record
+    episodes = [sampler.episode(i) for i in range(cfg.episodes)]
+    fast = getattr(ctx, "fast", False)        # signal modality: blocks of one shape
+    blocks = B.episode_blocks(ctx, episodes) if fast else [[i] for i in range(len(episodes))]
     run = I.RUN if cfg.modality == "image" else M.RUN
-    for i in range(cfg.episodes):
-        ep = sampler.episode(i)
+    done: dict[str, dict[int, dict]] = {name: {} for name in cfg.methods}
+    for block in blocks:
+        eps = [episodes[i] for i in block]
         start = time.perf_counter()
-        ctx.prepare(ep)                         # inputs shared by the methods (images)
+        for ep in eps:
+            ctx.prepare(ep)                     # inputs shared by the methods (images)
         record["prepare_seconds"] += time.perf_counter() - start
         for name in cfg.methods:
             start = time.perf_counter()
-            queries, extra = run[name](ctx, ep)
-            for q, sample in zip(queries, ep.query):
-                q["sample_id"], q["ecg_ids"] = sample.sample_id, list(sample.ecg_ids)
-                if q["text"] is not None:
-                    q["text_scores"] = text_scores(q["text"], ", ".join(q["truth"]))
-            record["methods"][name].append({"index": i, "queries": queries,
-                                            "seconds": time.perf_counter() - start, **extra})
-        bar.update(1)
+            outs = B.run_block(ctx, name, eps) if fast else [run[name](ctx, ep) for ep in eps]
+            seconds = (time.perf_counter() - start) / len(eps)
+            for i, ep, (queries, extra) in zip(block, eps, outs):
+                _annotate(queries, ep)
+                done[name][i] = {"index": i, "queries": queries, "seconds": seconds, **extra}
+        bar.update(len(block))
+    record["methods"] = {name: [done[name][i] for i in range(len(episodes))]
+                         for name in cfg.methods}
     record["peak_rss_gb"] = _rss_gb()
     return record
+
+
+def _annotate(queries: list[dict], ep) -> None:
+    """Each query's sample id, ECG ids and (for generated answers) text scores."""
+    for q, sample in zip(queries, ep.query):
+        q["sample_id"], q["ecg_ids"] = sample.sample_id, list(sample.ecg_ids)
+        if q["text"] is not None:
+            q["text_scores"] = text_scores(q["text"], ", ".join(q["truth"]))
 
 
 def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, info: dict) -> dict:

@@ -104,6 +104,10 @@ class SuiteConfig:
     calibration_bins: int = field(10, help="bins of the ECE and the reliability diagram")
     cache_dir: str | None = field(None, help="decoded-signal cache (default $ECGQA_CACHE or "
                                   "~/.cache/ecgqa)")
+    fast: bool = field(True, help="do support-free work once: batched scoring and generation, "
+                       "prompt prefixes and the no_adaptation / zero_shot_text answers of each "
+                       "distinct query computed once per run; false: the per-query path (the "
+                       "same numbers, for timing it)")
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,8 @@ def fingerprint(cfg: SuiteConfig, cell: Cell) -> str:
     cells written before the image modality existed stay valid.
     """
     keep = {k: v for k, v in asdict(cfg).items()
-            if k not in ("name", "question_types", "n_way", "k_shot", "leads", "cache_dir")}
+            if k not in ("name", "question_types", "n_way", "k_shot", "leads", "cache_dir",
+                         "fast")}
     if keep["modality"] == "signal":
         del keep["modality"]
     text = json.dumps([keep, asdict(cell)], sort_keys=True)

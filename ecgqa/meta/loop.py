@@ -155,14 +155,49 @@ class QueryResult:
 
 
 def adapt_to_support(model, algo: nn.Module, episode: Episode, signals, steps: int,
-                     prefix_cache: bool = True) -> nn.Module:
-    """A test-time learner adapted (first order) for ``steps`` steps on the support set."""
+                     prefix_cache: bool = True, dedupe: bool = True) -> nn.Module:
+    """A test-time learner adapted (first order) for ``steps`` steps on the support set
+    (``dedupe``: see :meth:`EcgQaModel.prefix_cache`; it changes no number)."""
     support = model.make_batch(episode.support, signals)
     learner = learner_for_test_time(algo)
     with torch.enable_grad():
-        prefix = model.prefix_cache(support) if prefix_cache and steps else None
+        prefix = model.prefix_cache(support, dedupe=dedupe) if prefix_cache and steps \
+            else None
         adapt(model, learner, support, steps, prefix, first_order=True)
     return learner
+
+
+def adapt_to_supports(model, algo: nn.Module, episodes: Sequence[Episode], signals, steps: int,
+                      prefix_cache: bool = True, memo=None) -> list[nn.Module]:
+    """:func:`adapt_to_support` for several episodes at once: one LLM pass per step for
+    every episode's support set, each episode adapting its own learner.
+
+    Each step runs every support prompt in one batch; the sum of the episodes' losses is
+    differentiated once with respect to each episode's ECG tokens, and each learner then
+    takes its step through its own projector from those gradients. An episode's loss only
+    depends on its own tokens, so each learner gets the gradient of its own loss: the same
+    numbers as adapting it alone where the episodes' prompts have the same shapes (a
+    product's rows are computed independently; ``tests/meta/test_loop.py``).
+    """
+    from ecgqa.models.answering import stack_batches
+
+    supports = [model.make_batch(ep.support, signals) for ep in episodes]
+    learners = [learner_for_test_time(algo) for _ in episodes]
+    if not steps:
+        return learners
+    both = stack_batches(supports)
+    sizes = [len(b.encoded) for b in supports]
+    with torch.enable_grad():
+        prefix = model.prefix_cache(both, memo) if prefix_cache else None
+        for _ in range(steps):
+            toks = [model.ecg_tokens(b.feats, lr) for b, lr in zip(supports, learners)]
+            losses = model.group_losses(both, torch.cat(toks), sizes, prefix)
+            grads = torch.autograd.grad(torch.stack(losses).sum(), toks)
+            for learner, tok, grad in zip(learners, toks, grads):
+                # d(tok . grad)/d(params) = the learner's own loss gradient, through its
+                # projector alone (tok's gradient is exactly grad: 1 * grad)
+                learner.adapt((tok * grad).sum(), first_order=True)
+    return learners
 
 
 def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: int,
@@ -190,8 +225,8 @@ def answer_terms(options: Sequence[Sequence[tuple[str, ...]]], vocab=None) -> li
 
 @torch.no_grad()
 def answer_queries(model, batch, samples: Sequence, options: Sequence[Sequence[tuple[str, ...]]],
-                   terms: Sequence[str], projector=None, generate: bool = True
-                   ) -> list[QueryResult]:
+                   terms: Sequence[str], projector=None, generate: bool = True,
+                   per_prompt: bool = False, memo=None) -> list[QueryResult]:
     """Score each prompt's options (after the whole prompt has been read) and generate.
 
     Args:
@@ -202,18 +237,43 @@ def answer_queries(model, batch, samples: Sequence, options: Sequence[Sequence[t
         terms: answer terms a generated answer is parsed into (:func:`answer_terms`).
         projector: an adapted stand-in for the projector.
         generate: also generate an answer for exact match.
+        per_prompt: the per-prompt path (one scoring pass and one ``generate`` call per
+            prompt), as before batched answering; always taken for an FSDP-sharded LLM.
+        memo: a :class:`~ecgqa.models.kv.PrefixMemo` of prompt prefixes (batched path).
     """
-    scores = model.score_options(batch, [[list(o) for o in opts] for opts in options],
-                                 projector=projector)
-    out = []
-    for b, s in enumerate(samples):
-        truth = tuple(sorted(s.answer))
-        probs = scores.probs[b, : len(options[b])].tolist()
-        text = model.generate(batch, b, projector=projector) if generate else None
-        exact = None if text is None else answer_matches(text, truth, terms)
-        out.append(QueryResult(s.question_type, truth, list(options[b]), probs,
-                               options[b][int(np.argmax(probs))] == truth, text, exact))
-    return out
+    probs, texts = option_probs_and_texts(model, batch, options, projector, generate,
+                                          per_prompt, memo)
+    return [query_result(s, options[b], probs[b], texts[b], terms)
+            for b, s in enumerate(samples)]
+
+
+def option_probs_and_texts(model, batch, options, projector=None, generate: bool = True,
+                           per_prompt: bool = False, memo=None
+                           ) -> tuple[list[list[float]], list[str | None]]:
+    """Per prompt: the options' probabilities and the greedy answer (None when not
+    generated). The batched path (:func:`ecgqa.models.answering.answer_batch`) gives the
+    per-prompt path's scores; its greedy answers may differ where two tokens are near-tied
+    (:func:`ecgqa.models.answering.greedy`)."""
+    listed = [[list(o) for o in opts] for opts in options]
+    if per_prompt or model.sharded:
+        scores = model.score_options(batch, listed, projector=projector)
+        texts = [model.generate(batch, b, projector=projector) if generate else None
+                 for b in range(len(listed))]
+    else:
+        from ecgqa.models.answering import answer_batch
+
+        got = answer_batch(model, batch, listed, projector, generate, memo=memo)
+        scores, texts = got.scores, got.texts
+    return [scores.probs[b, : len(options[b])].tolist() for b in range(len(listed))], texts
+
+
+def query_result(sample, options: Sequence[tuple[str, ...]], probs: Sequence[float],
+                 text: str | None, terms: Sequence[str]) -> QueryResult:
+    """A query's result from its options' probabilities and generated answer."""
+    truth = tuple(sorted(sample.answer))
+    exact = None if text is None else answer_matches(text, truth, terms)
+    return QueryResult(sample.question_type, truth, list(options), list(probs),
+                       options[int(np.argmax(probs))] == truth, text, exact)
 
 
 def answer_matches(text: str, truth: Sequence[str], vocabulary: Sequence[str]) -> bool:

@@ -33,6 +33,7 @@ from ecgqa.config import (
     short,
 )
 from ecgqa.errors import EcgqaError
+from ecgqa.models.kv import PrefixMemo, select_rows, stack_rows, supports_row_copies
 from ecgqa.models.llm import LlmConfig, load_llm
 from ecgqa.models.projectors import build_projector
 from ecgqa.qa.collate import (
@@ -177,6 +178,11 @@ class EcgQaModel(nn.Module):
         return self.llm.get_input_embeddings().weight.device
 
     @property
+    def sharded(self) -> bool:
+        """Whether the LLM is FSDP-sharded (every process must then make the same calls)."""
+        return bool(getattr(self.llm, "_is_fsdp_managed_module", False))
+
+    @property
     def _dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
@@ -267,26 +273,65 @@ class EcgQaModel(nn.Module):
         return pad_embeddings(rows, targets)
 
     @torch.no_grad()
-    def prefix_cache(self, batch: Batch) -> PrefixCache:
+    def prefix_cache(self, batch: Batch, memo: PrefixMemo | None = None,
+                     dedupe: bool = True) -> PrefixCache:
         """Key/value cache of every prompt's first piece (before the first ECG).
 
         That piece does not depend on the projector, so an inner loop computes it once and
         reuses it at every step (question_first puts the whole question there). Pieces are
         left-padded to one length; positions are passed explicitly, so results equal the
         uncached computation.
+
+        Args:
+            batch: the prompts.
+            memo: prefixes kept across calls (the bench); used when every first piece has
+                the same length (no padding), so each is computed alone once.
+            dedupe: compute each distinct first piece once and copy it to the rows that
+                share it (False: one row per prompt, as before; the numbers are the same).
         """
-        firsts = [torch.as_tensor(e.pieces[0], dtype=torch.long) for e in batch.encoded]
+        firsts = [tuple(e.pieces[0]) for e in batch.encoded]
         width = max(len(f) for f in firsts)
+        mask = torch.zeros((len(firsts), width), dtype=torch.long)
+        for i, f in enumerate(firsts):
+            mask[i, width - len(f):] = 1
+        mask = mask.to(self.device)
+        unique = list(dict.fromkeys(firsts)) if dedupe or memo is not None else firsts
+        rows = torch.tensor([unique.index(f) for f in firsts]) if len(unique) < len(firsts) \
+            else None
+        if memo is not None and len({len(f) for f in unique}) == 1:
+            caches = [self._memo_prefix(f, memo) for f in unique]
+            if caches[0] is not None:
+                return PrefixCache(stack_rows(caches, rows.tolist() if rows is not None
+                                              else range(len(firsts))), mask, mask.sum(1))
+        cache = self._prefix_forward(unique, width)
+        if rows is not None:
+            cache = select_rows(cache, rows) if supports_row_copies(cache) \
+                else self._prefix_forward(firsts, width)
+        return PrefixCache(cache, mask, mask.sum(1))
+
+    def _prefix_forward(self, firsts: list[tuple[int, ...]], width: int):
+        """The cache of ``firsts`` left-padded to ``width`` (one LLM call)."""
         ids = torch.full((len(firsts), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(firsts), width), dtype=torch.long)
         for i, f in enumerate(firsts):
-            ids[i, width - len(f):] = f
+            ids[i, width - len(f):] = torch.as_tensor(f, dtype=torch.long)
             mask[i, width - len(f):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
                            attention_mask=mask, position_ids=pos, use_cache=True)
-        return PrefixCache(getattr(out, self._cache_arg), mask, mask.sum(1))
+        return getattr(out, self._cache_arg)
+
+    def _memo_prefix(self, first: tuple[int, ...], memo: PrefixMemo):
+        """One prefix from ``memo``, computed alone when missing; None if this LLM's cache
+        cannot be copied by rows."""
+        cache = memo.get(first)
+        if cache is None:
+            cache = self._prefix_forward([first], len(first))
+            if not supports_row_copies(cache):
+                return None
+            memo.put(first, cache)
+        return cache
 
     def _suffix_forward(self, batch: Batch, ecg_tok, prefix: PrefixCache, answers=None):
         emb, att, tgt = self.splice(batch, ecg_tok, answers, skip_first_piece=True)
@@ -337,6 +382,39 @@ class EcgQaModel(nn.Module):
         where = tgt != -100
         logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
         return -logp.gather(1, tgt[where].unsqueeze(1)).mean()
+
+    def group_losses(self, batch: Batch, ecg_tok: torch.Tensor, sizes: Sequence[int],
+                     prefix: PrefixCache | None = None) -> list[torch.Tensor]:
+        """The :meth:`loss` of each group of ``sizes`` consecutive samples (one episode
+        each), from one LLM pass over the whole batch.
+
+        Each group's loss is computed as :meth:`loss` computes it for the group alone, on
+        more rows: the same numbers where every group's prompts have the same shapes as
+        the others' (no padding is added; the bench batches only such episodes).
+
+        Args:
+            batch: the groups' samples, group after group.
+            ecg_tok: ``(E, m, d)`` ECG tokens of the batch (each group's from its own
+                projector).
+            sizes: samples per group.
+            prefix: the batch's :meth:`prefix_cache`.
+        """
+        self._check_trainable()
+        if prefix is None:
+            emb, att, tgt = self.splice(batch, ecg_tok)
+            logp = self.token_logprobs(emb, att, tgt)                     # (N,)
+        else:
+            hidden, tgt = self._suffix_forward(batch, ecg_tok, prefix)
+            where = tgt != -100
+            logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
+            logp = logp.gather(1, tgt[where].unsqueeze(1))                # (N, 1)
+        counts = (tgt != -100).sum(1).tolist()
+        out, token, row = [], 0, 0
+        for n_rows in sizes:
+            n = sum(counts[row: row + n_rows])
+            out.append(-logp[token: token + n].clone().mean())   # a fresh tensor, as alone
+            token, row = token + n, row + n_rows
+        return out
 
     def _check_trainable(self) -> None:
         if not (self.quantized and torch.is_grad_enabled() and self.device.type == "cpu"):

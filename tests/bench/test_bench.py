@@ -100,6 +100,32 @@ def test_an_interrupted_run_resumes_from_finished_cells(tiny_run, synth_qa, tiny
             b["methods"]["protonet"]["option_accuracy"]
 
 
+def test_the_per_query_path_gives_the_fast_paths_answers(tiny_run, synth_qa, tiny_adapter,
+                                                         signal_cache_dir, tmp_path):
+    """``fast: false`` (every query scored and generated alone, nothing memoised) against the
+    default fast path on the same episodes; ``fast`` is no part of the cell fingerprint."""
+    out = tmp_path / "per-query"
+    assert _bench(synth_qa, tiny_adapter, out, "--set", f"cache_dir={signal_cache_dir}",
+                  "--set", "fast=false") == 0
+    for fast in sorted((tiny_run / "cells").glob("*.json")):
+        a = json.loads(fast.read_text())
+        b = json.loads((out / "cells" / fast.name).read_text())
+        assert a["fingerprint"] == b["fingerprint"]
+        for name, eps in a["methods"].items():
+            for ea, eb in zip(eps, b["methods"][name]):
+                ta, tb = ea.get("token_accuracy"), eb.get("token_accuracy")
+                assert (ta is None) == (tb is None) and (ta is None or abs(ta - tb) < 1e-6)
+                for qa, qb in zip(ea["queries"], eb["queries"]):
+                    # float32 sums blocked differently where prompts share a call: option
+                    # probabilities agree to a few float32 roundings (numerics.py)
+                    if qa["probs"] is not None:
+                        assert np.allclose(qa["probs"], qb["probs"], rtol=0, atol=1e-5)
+                        assert abs(qa["confidence"] - qb["confidence"]) < 1e-5
+                    same = {k: v for k, v in qa.items() if k not in ("probs", "confidence")}
+                    assert same == {k: v for k, v in qb.items()
+                                    if k not in ("probs", "confidence")}, name
+
+
 def test_results_of_another_configuration_are_not_mixed_in(tiny_run, synth_qa, tiny_adapter,
                                                            tmp_path, capsys):
     import shutil

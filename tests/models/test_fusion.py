@@ -277,3 +277,149 @@ def test_projector_gradient_matches_finite_differences(use_prefix):
             down = float(m.loss(batch, prefix=prefix))
             bias[i] += eps
         assert abs(bias.grad[i] - (up - down) / (2 * eps)) < 2e-3 + 0.02 * abs(bias.grad[i])
+
+
+# ------------------------------------------------------------------ batched answering
+
+
+def _mixed_samples():
+    """Two questions (two prompt lengths), one repeated: groups of 2 and 1 prompts."""
+    axis = "what is the heart axis of this ecg?"
+    return [_q(0), _q(1, question=axis, answer=("normal heart axis",), ecgs=(2,)),
+            _q(2, answer=("yes",), ecgs=(3,)), _q(3, ecgs=(4,))]
+
+
+_OPTIONS = [[("no",), ("yes",)], [("left axis deviation",), ("normal heart axis",)],
+            [("no",), ("yes",)], [("no",), ("yes",)]]
+
+
+def _greedy_margins(m, batch, b, n):
+    """Top-1 minus top-2 logit at each step of ``generate`` on prompt ``b`` alone."""
+    one = type(batch)([batch.encoded[b]], batch.feats, [batch.ecg_index[b]])
+    emb, att, _ = m.splice(one, m.ecg_tokens(batch.feats), answers=[[]])
+    out = m.llm.generate(inputs_embeds=emb, attention_mask=att, do_sample=False,
+                         max_new_tokens=n, eos_token_id=m.tokenizer.eos_token_id,
+                         pad_token_id=m.tokenizer.pad_token_id, output_logits=True,
+                         return_dict_in_generate=True)
+    return [float(v[0, 0] - v[0, 1]) for v in (lg.topk(2).values for lg in out.logits)]
+
+
+@pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
+def test_batched_answers_equal_the_per_prompt_scores_and_generation(llm):
+    from ecgqa.models.answering import answer_batch
+    from ecgqa.models.kv import PrefixMemo
+
+    torch.manual_seed(5)
+    m = EcgQaModel.build(_cfg(llm=llm, max_new_tokens=6))
+    batch = m.make_batch(_mixed_samples(), _Signals(), with_answers=False)
+    listed = [[list(o) for o in opts] for opts in _OPTIONS]
+    ref = m.score_options(batch, listed)
+    texts = [m.generate(batch, b) for b in range(4)]
+    for memo in (None, PrefixMemo()):
+        for _ in range(2):                        # the second pass reads the memo
+            got = answer_batch(m, batch, listed, memo=memo)
+            # the same float32 sums as the per-prompt scorer, blocked differently where
+            # prompts share a call or the prefix comes from the memo: the bound of
+            # test_option_scores_equal_summed_token_log_probabilities
+            scale = max(1.0, float(ref.logp_sum.abs().max()))
+            assert_fp32_close(got.scores.logp_sum, ref.logp_sum, 64, scale)
+            assert_fp32_close(got.scores.logp_mean, ref.logp_mean, 64, scale)
+            assert got.texts == texts
+    # greedy tokens equal because every step's top two logits are far apart compared
+    # with that rounding (a near-tie could pick the other token; docs/bench.md)
+    assert min(min(_greedy_margins(m, batch, b, 6)) for b in range(4)) > 1e-4
+
+
+def test_a_prompts_answer_does_not_depend_on_the_prompts_beside_it():
+    """Same ops, more rows: a row's scores, answer and hits are the same alone or batched
+    with other prompts of its shape (rows of one product are computed independently)."""
+    from ecgqa.models.answering import answer_batch, token_hits
+
+    torch.manual_seed(6)
+    cfg = _cfg(max_new_tokens=5)
+    cfg.llm.dtype = "bfloat16"
+    m = EcgQaModel.build(cfg)
+    samples = [_q(i, ecgs=(i + 1,), answer=("yes",) if i % 2 else ("no",)) for i in range(4)]
+    batch = m.make_batch(samples, _Signals(), with_answers=False)
+    teacher = m.make_batch(samples, _Signals())
+    opts = [[["no"], ["yes"]]] * 4
+    ids = [e.answer for e in teacher.encoded]
+    both = answer_batch(m, batch, opts, teachers=ids)
+    hits = token_hits(m, teacher)
+    for b in range(4):
+        one = type(batch)([batch.encoded[b]], batch.feats, [batch.ecg_index[b]])
+        alone = answer_batch(m, one, opts[:1], teachers=ids[b:b + 1])
+        assert torch.equal(alone.scores.logp_sum[0], both.scores.logp_sum[b])
+        assert alone.texts[0] == both.texts[b]
+        assert torch.equal(alone.hits[0], both.hits[b]) and torch.equal(hits[b], both.hits[b])
+        t1 = type(teacher)([teacher.encoded[b]], teacher.feats, [teacher.ecg_index[b]])
+        assert torch.equal(token_hits(m, t1)[0], hits[b])
+
+
+def test_greedy_generation_stops_when_every_answer_has_ended(model, monkeypatch):
+    from ecgqa.models import answering
+
+    batch = model.make_batch([_q(0), _q(1, ecgs=(2,)), _q(2, ecgs=(3,))], _Signals(),
+                             with_answers=False)
+    rows = []
+    forward = type(model.llm).forward
+
+    def counting(self, *args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        return forward(self, *args, **kwargs)
+
+    eos = model.tokenizer.eos_token_id
+    natural = answering.answer_batch(model, batch, [[["no"]]] * 3, max_new_tokens=4)
+    # make the second prompt end at once: its first token becomes EOS
+    real = answering.next_token_logits
+
+    def first_is_eos(m, hidden):
+        logits = real(m, hidden)
+        logits[1 if hidden.shape[0] > 1 else 0, eos] = float("inf")
+        return logits
+
+    monkeypatch.setattr(answering, "next_token_logits", first_is_eos)
+    monkeypatch.setattr(type(model.llm), "forward", counting)
+    got = answering.answer_batch(model, batch, [[["no"]]] * 3, max_new_tokens=4)
+    assert got.texts[1] == "" and got.texts[0] == natural.texts[0]
+    assert got.texts[2] == natural.texts[2]
+    assert rows and rows[0] == 2 and len(rows) <= 3          # the ended row left at once
+
+
+def test_reused_prefixes_keep_the_loss_and_leave_their_source_intact():
+    from ecgqa.models.kv import PrefixMemo
+
+    torch.manual_seed(7)
+    m = EcgQaModel.build(_cfg(llm="tiny-gemma"))
+    same = [_q(i, ecgs=(i + 1,), answer=("yes",) if i % 2 else ("no",)) for i in range(4)]
+    batch = m.make_batch(same, _Signals())
+    memo = PrefixMemo()
+    ref = m.loss(batch, m.prefix_cache(batch, dedupe=False)).detach()
+    for prefix in (m.prefix_cache(batch), m.prefix_cache(batch, memo), m.prefix_cache(batch, memo)):
+        # one prompt's prefix computed alone and copied to four rows: the same numbers,
+        # blocked as a 1-row instead of a 4-row product (test above: 64 u)
+        assert_fp32_close(m.loss(batch, prefix).detach(), ref, 64)
+    assert len(memo) == 1 and memo.hits == 1 and memo.misses == 1
+    cached = next(iter(memo._items.values()))
+    assert cached.layers[0].keys.shape[0] == 1 and cached.get_seq_length() == len(
+        batch.encoded[0].pieces[0])                         # not extended by the losses
+
+
+def test_answers_in_chunks_equal_answers_in_one_call(monkeypatch):
+    """Memory bounds cut a group into calls of fewer prompts and option rows: the same
+    numbers (bfloat16: rows of a product are independent)."""
+    from ecgqa.models import answering
+
+    torch.manual_seed(8)
+    cfg = _cfg(max_new_tokens=4)
+    cfg.llm.dtype = "bfloat16"
+    m = EcgQaModel.build(cfg)
+    samples = [_q(i, ecgs=(i + 1,)) for i in range(5)]
+    batch = m.make_batch(samples, _Signals(), with_answers=False)
+    opts = [[["no"], ["yes"], ["not sure"]]] * 5
+    whole = answering.answer_batch(m, batch, opts)
+    monkeypatch.setattr(answering, "PROMPT_TOKENS", 1)          # one prompt per call
+    monkeypatch.setattr(answering, "OPTION_ROWS", 2)            # one prompt's options...
+    cut = answering.answer_batch(m, batch, opts)
+    assert torch.equal(cut.scores.logp_sum, whole.scores.logp_sum)
+    assert cut.texts == whole.texts
