@@ -71,6 +71,11 @@ class Phase:
     def per_type(self, qtype: str, i: int) -> Episode:
         return self.samplers[qtype].episode(i)
 
+    def ecg_ids(self) -> set[int]:
+        """Every ECG this phase's episodes can draw."""
+        return {i for sampler in self.samplers.values() for k in sampler.eligible
+                for s in sampler.by_class[k] for i in s.ecg_ids}
+
 
 @dataclass
 class MetaData:
@@ -80,6 +85,10 @@ class MetaData:
     valid: Phase
     test: Phase
     resolver: object
+
+    def ecg_ids(self) -> list[int]:
+        """Every ECG the three phases' episodes can draw, sorted."""
+        return sorted(self.train.ecg_ids() | self.valid.ecg_ids() | self.test.ecg_ids())
 
 
 def load_meta_data(cfg: DataConfig, seed: int) -> MetaData:

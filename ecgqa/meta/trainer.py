@@ -158,6 +158,10 @@ class MetaTrainer:
         self.params = meta_parameters(self.algo)
         self.opt = torch.optim.Adam(self.params, lr=cfg.meta.outer_lr)
         self.signals = self.model.signal_cache(self.data.resolver, cfg.data.cache_dir)
+        # every ECG read and encoded once before the first step (not as episodes first
+        # touch them), so the logged seconds per episode are the steps' own
+        self.model.encode_records(self.data.ecg_ids(), self.signals,
+                                  progress=cfg.train.progress and self.acc.is_main_process)
         ckpt = latest_checkpoint(self.out / "checkpoints") if cfg.train.resume else None
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.algo, self.opt)

@@ -18,7 +18,7 @@ import dataclasses
 import inspect
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,20 +205,43 @@ class EcgQaModel(nn.Module):
         """
         ids = sorted({i for s in samples for i in s.ecg_ids})
         cache = self._features_of(signals)
-        dev = next(self.encoder.parameters()).device
         for i in (i for i in ids if i not in cache):
-            # one ECG per encoder call: a record's features must not depend on which other
-            # records shared its batch (kernels differ in rounding by batch size), or a
-            # resumed or multi-process run would drift from an uninterrupted one
-            sig, mask = signals.get(i)
-            x = torch.as_tensor(sig[None], device=dev)                   # (1, leads, t)
-            m = torch.as_tensor(mask[None], device=dev)                  # (1, leads)
-            cache[i] = self.encode_ecg(x, m)[0]                          # (n, d_enc)
+            cache[i] = self._encode_record(i, signals)
         row = {i: k for k, i in enumerate(ids)}
         feats = torch.stack([cache[i] for i in ids])                    # (E, n, d_enc)
         encoded = [encode_sample(self.template, self.tokenizer, s.question, len(s.ecg_ids),
                                  s.answer if with_answers else None) for s in samples]
         return Batch(encoded, feats, [tuple(row[i] for i in s.ecg_ids) for s in samples])
+
+    def encode_records(self, ecg_ids: Iterable[int], signals, progress: bool = False,
+                       desc: str = "encoding ECGs") -> int:
+        """Read and encode, up front, the ECGs of ``ecg_ids`` that :meth:`make_batch` has not
+        encoded yet for ``signals`` (the same features it would compute on first use).
+
+        A training or benchmark run calls it before its first step, so that no step pays
+        for first reads and encodings. Returns how many ECGs were encoded.
+        """
+        from tqdm.auto import tqdm
+
+        cache = self._features_of(signals)
+        todo = sorted({int(i) for i in ecg_ids} - set(cache))
+        for i in tqdm(todo, desc=desc, unit="ecg", disable=not progress, leave=False):
+            cache[i] = self._encode_record(i, signals)
+        return len(todo)
+
+    @torch.no_grad()
+    def _encode_record(self, ecg_id: int, signals) -> torch.Tensor:
+        """``(n, d_enc)`` encoder features of one ECG.
+
+        One ECG per encoder call: a record's features must not depend on which other
+        records shared its batch (kernels differ in rounding by batch size), or a resumed
+        or multi-process run would drift from an uninterrupted one.
+        """
+        dev = next(self.encoder.parameters()).device
+        sig, mask = signals.get(ecg_id)
+        x = torch.as_tensor(sig[None], device=dev)                       # (1, leads, t)
+        m = torch.as_tensor(mask[None], device=dev)                      # (1, leads)
+        return self.encode_ecg(x, m)[0]                                  # (n, d_enc)
 
     def _features_of(self, signals) -> dict:
         try:

@@ -205,8 +205,12 @@ def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_
     cfg = tiny_config(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=5",
                       "meta.meta_batch=3", "train.eval_every=0")
     trainer = MetaTrainer(cfg, make_accelerator(cfg)).setup()
+    # every ECG the episodes can draw was read and encoded in setup, before any step
+    encoded = set(trainer.model._features_of(trainer.signals))
+    assert encoded and encoded == set(trainer.data.ecg_ids())
     trainer.train()
     assert len(seen) == 15
+    assert {i for ep in seen for s in ep.support + ep.query for i in s.ecg_ids} <= encoded
     split = trainer.data.classes
     held_out = set(split.test_units)
     test_samples = [s for qt in trainer.data.test.types for i in range(5)

@@ -423,3 +423,16 @@ def test_answers_in_chunks_equal_answers_in_one_call(monkeypatch):
     cut = answering.answer_batch(m, batch, opts)
     assert torch.equal(cut.scores.logp_sum, whole.scores.logp_sum)
     assert cut.texts == whole.texts
+
+
+def test_records_encoded_up_front_give_the_features_of_first_use(model):
+    """encode_records fills the cache make_batch reads, with the features make_batch would
+    compute itself; make_batch then reads no signal, and encoding again does nothing."""
+    samples = [_q(0, ecgs=(3,)), _q(1, ecgs=(5, 4)), _q(2, ecgs=(3,))]
+    lazy, eager = _Signals(), _Signals()
+    first = model.make_batch(samples, lazy)
+    assert model.encode_records([5, 3, 4, 3], eager) == 3 and eager.calls == 3
+    assert model.encode_records([3, 4, 5], eager) == 0 and eager.calls == 3
+    again = model.make_batch(samples, eager)
+    assert eager.calls == 3
+    assert torch.equal(first.feats, again.feats) and first.ecg_index == again.ecg_index
