@@ -314,10 +314,7 @@ class EcgQaModel(nn.Module):
         """
         firsts = [tuple(e.pieces[0]) for e in batch.encoded]
         width = max(len(f) for f in firsts)
-        mask = torch.zeros((len(firsts), width), dtype=torch.long)
-        for i, f in enumerate(firsts):
-            mask[i, width - len(f):] = 1
-        mask = mask.to(self.device)
+        _, mask = self._left_padded(firsts, width)
         unique = list(dict.fromkeys(firsts)) if dedupe or memo is not None else firsts
         rows = torch.tensor([unique.index(f) for f in firsts]) if len(unique) < len(firsts) \
             else None
@@ -332,14 +329,20 @@ class EcgQaModel(nn.Module):
                 else self._prefix_forward(firsts, width)
         return PrefixCache(cache, mask, mask.sum(1))
 
-    def _prefix_forward(self, firsts: list[tuple[int, ...]], width: int):
-        """The cache of ``firsts`` left-padded to ``width`` (one LLM call)."""
+    def _left_padded(self, firsts: list[tuple[int, ...]], width: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, mask)`` ``(len(firsts), width)`` long: ``firsts`` left-padded, on the
+        model's device."""
         ids = torch.full((len(firsts), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(firsts), width), dtype=torch.long)
         for i, f in enumerate(firsts):
             ids[i, width - len(f):] = torch.as_tensor(f, dtype=torch.long)
             mask[i, width - len(f):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefix_forward(self, firsts: list[tuple[int, ...]], width: int):
+        """The cache of ``firsts`` left-padded to ``width`` (one LLM call)."""
+        ids, mask = self._left_padded(firsts, width)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
                            attention_mask=mask, position_ids=pos, use_cache=True)
@@ -397,14 +400,21 @@ class EcgQaModel(nn.Module):
             projector: an adapted stand-in for the projector (see :meth:`ecg_tokens`).
         """
         self._check_trainable()
-        ecg_tok = self.ecg_tokens(batch.feats, projector)
+        logp, _ = self._answer_logprobs(batch, self.ecg_tokens(batch.feats, projector), prefix)
+        return -logp.mean()
+
+    def _answer_logprobs(self, batch: Batch, ecg_tok: torch.Tensor,
+                         prefix: PrefixCache | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p of every answer token, sample after sample ``(N,)``, and the targets
+        ``(B, T)`` (-100 where there is none); with ``prefix``, from the prompts' rest."""
         if prefix is None:
             emb, att, tgt = self.splice(batch, ecg_tok)
-            return -self.token_logprobs(emb, att, tgt).mean()
+            return self.token_logprobs(emb, att, tgt), tgt
         hidden, tgt = self._suffix_forward(batch, ecg_tok, prefix)
         where = tgt != -100
-        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
-        return -logp.gather(1, tgt[where].unsqueeze(1)).mean()
+        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)     # (N, V)
+        return logp.gather(1, tgt[where].unsqueeze(1)).squeeze(1), tgt     # (N,)
 
     def group_losses(self, batch: Batch, ecg_tok: torch.Tensor, sizes: Sequence[int],
                      prefix: PrefixCache | None = None) -> list[torch.Tensor]:
@@ -423,14 +433,7 @@ class EcgQaModel(nn.Module):
             prefix: the batch's :meth:`prefix_cache`.
         """
         self._check_trainable()
-        if prefix is None:
-            emb, att, tgt = self.splice(batch, ecg_tok)
-            logp = self.token_logprobs(emb, att, tgt)                     # (N,)
-        else:
-            hidden, tgt = self._suffix_forward(batch, ecg_tok, prefix)
-            where = tgt != -100
-            logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)
-            logp = logp.gather(1, tgt[where].unsqueeze(1))                # (N, 1)
+        logp, tgt = self._answer_logprobs(batch, ecg_tok, prefix)         # (N,)
         counts = (tgt != -100).sum(1).tolist()
         out, token, row = [], 0, 0
         for n_rows in sizes:

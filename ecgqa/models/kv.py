@@ -34,29 +34,31 @@ def supports_row_copies(cache) -> bool:
 def select_rows(cache, rows: torch.Tensor):
     """A new cache whose batch row ``i`` is row ``rows[i]`` of ``cache`` (``cache`` is left
     as it was: a forward pass on the copy rebinds the copy's tensors only)."""
-    new = copy.copy(cache)
-    new.layers = []
-    for layer in cache.layers:
-        twin = copy.copy(layer)
-        if getattr(layer, "is_initialized", True) and layer.keys is not None \
-                and layer.keys.numel():
-            idx = rows.to(layer.keys.device)
-            twin.keys, twin.values = layer.keys[idx], layer.values[idx]
-        new.layers.append(twin)
-    return new
+    def take(_, layer):
+        idx = rows.to(layer.keys.device)
+        return layer.keys[idx], layer.values[idx]
+
+    return _new_layers(cache, take)
 
 
 def stack_rows(caches: Sequence, rows: Sequence[int]):
     """A new cache whose batch row ``i`` is the (single) row of ``caches[rows[i]]``; the
     caches must hold the same number of positions."""
-    new = copy.copy(caches[0])
+    return _new_layers(caches[0], lambda j, _: (
+        torch.cat([caches[r].layers[j].keys for r in rows]),
+        torch.cat([caches[r].layers[j].values for r in rows])))
+
+
+def _new_layers(cache, take):
+    """A shallow copy of ``cache`` whose filled layers ``j`` hold ``take(j, layer)`` as
+    their (keys, values); empty layers are copied as they are."""
+    new = copy.copy(cache)
     new.layers = []
-    for j, layer in enumerate(caches[0].layers):
+    for j, layer in enumerate(cache.layers):
         twin = copy.copy(layer)
         if getattr(layer, "is_initialized", True) and layer.keys is not None \
                 and layer.keys.numel():
-            twin.keys = torch.cat([caches[r].layers[j].keys for r in rows])
-            twin.values = torch.cat([caches[r].layers[j].values for r in rows])
+            twin.keys, twin.values = take(j, layer)
         new.layers.append(twin)
     return new
 

@@ -237,6 +237,17 @@ def assign_splits(records: Sequence[LabelledRecord], rule: SplitRule | None = No
     return out
 
 
+def split_records(records: Sequence[LabelledRecord], rule: SplitRule | None = None
+                  ) -> dict[str, list[LabelledRecord]]:
+    """The records of each split (``train``, ``valid``, ``test``; :func:`assign_splits`),
+    in the order of ``records``."""
+    split_of = assign_splits(records, rule)
+    out: dict[str, list[LabelledRecord]] = {"train": [], "valid": [], "test": []}
+    for r in records:
+        out[split_of[r.ecg_id]].append(r)
+    return out
+
+
 def _fold_split(fold: int, rule: SplitRule) -> str:
     if fold in rule.test_folds:
         return "test"

@@ -202,20 +202,14 @@ def _load_data(cfg: EncoderPretrainConfig, spec: InputSpec, progress: bool
 
 def _load_table(cfg: EncoderPretrainConfig, spec: InputSpec, progress: bool
                 ) -> tuple[LabelledSignals, LabelledSignals, tuple[str, ...]]:
-    from ecgqa.qa.labels import assign_splits, read_label_table
+    from ecgqa.qa.labels import read_label_table, split_records
 
-    table = read_label_table(cfg.labels)
-    splits = assign_splits(table.records)
-    parts = {s: [r for r in table.records if splits[r.ecg_id] == s] for s in ("train", "valid",
-                                                                              "test")}
+    parts = split_records(read_label_table(cfg.labels).records)
     if cfg.max_records > 0:
         parts = {s: recs[:cfg.max_records] for s, recs in parts.items()}
     train_recs = parts["train"]
     if cfg.val_fraction > 0:
-        rng = np.random.default_rng(cfg.seed)
-        patients = sorted({r.patient_id for r in train_recs})
-        held = set(rng.choice(patients, max(1, int(round(cfg.val_fraction * len(patients)))),
-                              replace=False))
+        held = set(_held_out_patients([r.patient_id for r in train_recs], cfg))
         val_recs = [r for r in train_recs if r.patient_id in held]
         train_recs = [r for r in train_recs if r.patient_id not in held]
     else:
@@ -237,11 +231,7 @@ def _load_synthetic(cfg: EncoderPretrainConfig, spec: InputSpec,
                     progress: bool) -> tuple[LabelledSignals, LabelledSignals]:
     train = load_split(cfg.data, "train", spec, cfg.max_records, progress)
     if cfg.val_fraction > 0:
-        rng = np.random.default_rng(cfg.seed)
-        patients = np.unique(train.patient_ids)
-        held = rng.choice(patients, max(1, int(round(cfg.val_fraction * len(patients)))),
-                          replace=False)
-        is_val = np.isin(train.patient_ids, held)
+        is_val = np.isin(train.patient_ids, _held_out_patients(train.patient_ids, cfg))
         return train.subset(np.flatnonzero(~is_val)), train.subset(np.flatnonzero(is_val))
     try:
         val = load_split(cfg.data, cfg.val_split, spec, cfg.max_records, progress)
@@ -249,6 +239,13 @@ def _load_synthetic(cfg: EncoderPretrainConfig, spec: InputSpec,
         raise ConfigError(f"val_split: {err}; set val_fraction > 0 to hold out training "
                           "patients instead") from None
     return train, val
+
+
+def _held_out_patients(patients, cfg: EncoderPretrainConfig) -> np.ndarray:
+    """``val_fraction`` of the distinct ``patients`` (at least one), drawn with ``seed``."""
+    distinct = np.unique(np.asarray(patients))                          # sorted
+    n = max(1, int(round(cfg.val_fraction * len(distinct))))
+    return np.random.default_rng(cfg.seed).choice(distinct, n, replace=False)
 
 
 def _fit(cfg, encoder: nn.Module, head: nn.Module, train: LabelledSignals,

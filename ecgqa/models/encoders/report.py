@@ -118,7 +118,7 @@ class TableProbe:
 
 def load_table_probe(labels, spec: InputSpec, groups=TABLE_GROUPS, min_train: int = 10,
                      min_valid: int = 5) -> TableProbe:
-    """Read a label table's ``train`` and ``valid`` records (:func:`assign_splits`).
+    """Read a label table's ``train`` and ``valid`` records (:func:`split_records`).
 
     Args:
         labels: label CSV or Challenge folder (:func:`ecgqa.qa.labels.read_label_table`).
@@ -126,15 +126,12 @@ def load_table_probe(labels, spec: InputSpec, groups=TABLE_GROUPS, min_train: in
         groups: code groups probed.
         min_train, min_valid: positives a code needs in each part to be probed.
     """
-    from ecgqa.qa.labels import assign_splits, read_label_table
+    from ecgqa.qa.labels import read_label_table, split_records
 
-    table = read_label_table(labels)
-    splits = assign_splits(table.records)
-    train = [r for r in table.records if splits[r.ecg_id] == "train"]
-    valid = [r for r in table.records if splits[r.ecg_id] == "valid"]
-    names = set(table_label_names(train, groups, min_train)) & set(
-        table_label_names(valid, groups, min_valid))
-    names = tuple(n for n in table_label_names(train, groups, min_train) if n in names)
+    parts = split_records(read_label_table(labels).records)
+    train, valid = parts["train"], parts["valid"]
+    in_valid = set(table_label_names(valid, groups, min_valid))
+    names = tuple(n for n in table_label_names(train, groups, min_train) if n in in_valid)
     if not names:
         raise ValueError(f"{labels}: no code has {min_train} train and {min_valid} valid "
                          "positives")
@@ -297,12 +294,10 @@ def load_transfer_probe(labels, other, spec: InputSpec, group: str = "rhythm",
         group: code group probed.
         min_train, min_other: positives a code needs in ``train`` and in ``other``.
     """
-    from ecgqa.qa.labels import assign_splits, read_label_table
+    from ecgqa.qa.labels import read_label_table, split_records
 
-    table = read_label_table(labels)
-    splits = assign_splits(table.records)
-    train = [r for r in table.records if splits[r.ecg_id] == "train"]
-    valid = [r for r in table.records if splits[r.ecg_id] == "valid"]
+    parts = split_records(read_label_table(labels).records)
+    train, valid = parts["train"], parts["valid"]
     records = list(read_label_table(other).records)
     names = transfer_names(train, records, group, min_train, min_other)
     if not names:

@@ -114,6 +114,23 @@ def read_facts(data_dir: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_signals(paths, spec: InputSpec, progress: bool = False, desc: str = "reading"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Records brought to ``spec`` (leads, rate, duration) in memory: float32
+    ``(n, leads, t)`` in the records' units, missing leads zero, and the bool lead mask
+    ``(n, leads)``."""
+    from tqdm import tqdm
+
+    x = np.zeros((len(paths), spec.n_leads, spec.n_samples), dtype=np.float32)  # (n, leads, t)
+    mask = np.zeros((len(paths), spec.n_leads), dtype=bool)
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="ecg", disable=not progress,
+                                  leave=False)):
+        rec = read_record(path, fs=spec.fs, duration_s=spec.duration_s, leads=spec.leads)
+        x[i], mask[i] = rec.signal, rec.lead_mask
+        x[i][~mask[i]] = 0.0
+    return x, mask
+
+
 def load_split(data_dir: str | os.PathLike, split: str, spec: InputSpec | None = None,
                max_records: int = 0, progress: bool = False) -> LabelledSignals:
     """Read every ECG of ``split`` of a synthetic dataset into memory.
@@ -128,8 +145,6 @@ def load_split(data_dir: str | os.PathLike, split: str, spec: InputSpec | None =
     Returns:
         LabelledSignals, signals float32 ``(n, leads, t)``.
     """
-    from tqdm import tqdm
-
     from ecgqa.qa.resolve import RecordsIndex
 
     spec = spec or InputSpec()
@@ -139,14 +154,8 @@ def load_split(data_dir: str | os.PathLike, split: str, spec: InputSpec | None =
     if not rows:
         raise ValueError(f"{data_dir}: no ECGs in split {split!r}")
     index = RecordsIndex(Path(data_dir) / "records_index.csv")
-    x = np.zeros((len(rows), spec.n_leads, spec.n_samples), dtype=np.float32)   # (n, leads, t)
-    mask = np.zeros((len(rows), spec.n_leads), dtype=bool)
-    for i, row in enumerate(tqdm(rows, desc=f"reading {split}", unit="ecg", disable=not progress,
-                                 leave=False)):
-        rec = read_record(index.require(row["ecg_id"], str(data_dir)), fs=spec.fs,
-                          duration_s=spec.duration_s, leads=spec.leads)
-        x[i], mask[i] = rec.signal, rec.lead_mask
-        x[i][~mask[i]] = 0.0
+    x, mask = read_signals([index.require(r["ecg_id"], str(data_dir)) for r in rows], spec,
+                           progress, f"reading {split}")
     ys, ks = zip(*(targets_from_facts(r) for r in rows))
     return LabelledSignals(x, mask, np.stack(ys), np.stack(ks),
                            np.array([r["ecg_id"] for r in rows]),
@@ -227,18 +236,9 @@ def load_table_records(records: Sequence[LabelledRecord], names: Sequence[str],
     Returns:
         LabelledSignals, signals float32 ``(n, leads, t)`` in the records' units.
     """
-    from tqdm import tqdm
-
-    spec = spec or InputSpec()
     if not records:
         raise ValueError("no records to read")
-    x = np.zeros((len(records), spec.n_leads, spec.n_samples), dtype=np.float32)  # (n, leads, t)
-    mask = np.zeros((len(records), spec.n_leads), dtype=bool)
-    for i, r in enumerate(tqdm(records, desc=desc, unit="ecg", disable=not progress,
-                               leave=False)):
-        rec = read_record(r.path, fs=spec.fs, duration_s=spec.duration_s, leads=spec.leads)
-        x[i], mask[i] = rec.signal, rec.lead_mask
-        x[i][~mask[i]] = 0.0
+    x, mask = read_signals([r.path for r in records], spec or InputSpec(), progress, desc)
     ys, ks = zip(*(table_targets(r, names) for r in records))
     return LabelledSignals(x, mask, np.stack(ys), np.stack(ks),
                            np.array([r.ecg_id for r in records]),
