@@ -497,9 +497,10 @@ class Session:
         steps = meta.eval_steps
         with torch.enable_grad():
             prefix = self.model.prefix_cache(support) if meta.prefix_cache and steps else None
-            losses = adapt(self.model, learner, support, steps, prefix, first_order=True)
+            losses = adapt(self.model, learner, support, steps, prefix, first_order=True,
+                           vocab=meta.inner_vocab)
         with torch.no_grad():
-            after = float(self.model.loss(support, projector=learner))
+            after = float(self.model.loss(support, projector=learner, vocab=meta.inner_vocab))
         self.projector = learner
         return ShotsReport(file, len(samples), steps, losses[0] if losses else after, after,
                            time.perf_counter() - start)

@@ -66,7 +66,8 @@ def evaluate_adapter(run: Path, data, jobs, generate: bool) -> list[dict]:
         ep = data.test.per_type(qt, i)
         t = time.perf_counter()
         res = evaluate_episode(model, algo, ep, signals, meta.eval_steps, meta.prefix_cache,
-                               generate=generate, vocab=data.data.vocab)
+                               generate=generate, vocab=data.data.vocab,
+                               inner_vocab=meta.inner_vocab)
         out.append(episode_record(ep, res, time.perf_counter() - t))
     del model, algo
     return out

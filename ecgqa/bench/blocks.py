@@ -85,7 +85,8 @@ def adapted(ctx: M.Context, episodes: Sequence[Episode]) -> list[tuple]:
     n = max(1, ADAPT_PROMPTS // max(1, len(episodes[0].support)))
     learners = [lr for j in range(0, len(episodes), n)
                 for lr in adapt_to_supports(m, ctx.algo, episodes[j: j + n], ctx.signals,
-                                            ctx.steps, ctx.prefix_cache, memo=ctx.prefixes)]
+                                            ctx.steps, ctx.prefix_cache, memo=ctx.prefixes,
+                                            vocab=ctx.inner_vocab)]
     queries = [m.make_batch(ep.query, ctx.signals, with_answers=False) for ep in episodes]
     with torch.no_grad():
         tokens = torch.cat([m.ecg_tokens(q.feats, lr) for q, lr in zip(queries, learners)])

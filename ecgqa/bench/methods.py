@@ -52,6 +52,7 @@ class Context:
     leads: tuple = ()      # the cell's lead subset (part of the fast path's memo keys)
     memo: dict = field(default_factory=dict)   # fast path: answers of support-free methods
     prefixes: object = None                    # fast path: a PrefixMemo of prompt prefixes
+    inner_vocab: str = "full"  # the adapter's test-time adaptation loss (MetaConfig.inner_vocab)
 
     def prepare(self, ep: Episode) -> None:
         """Nothing to do before the methods: signals are read by the first method that
@@ -91,7 +92,7 @@ def _answer(ctx: Context, ep: Episode, batch: Batch, projector=None) -> list[dic
 def adapted(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
     """The adapter after test-time adaptation on the support set."""
     learner = adapt_to_support(ctx.model, ctx.algo, ep, ctx.signals, ctx.steps,
-                               ctx.prefix_cache, dedupe=False)
+                               ctx.prefix_cache, dedupe=False, vocab=ctx.inner_vocab)
     query = ctx.model.make_batch(ep.query, ctx.signals, with_answers=False)
     out = _answer(ctx, ep, query, learner)
     teacher = ctx.model.make_batch(ep.query, ctx.signals)

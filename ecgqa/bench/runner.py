@@ -233,7 +233,7 @@ def _signal_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
                          meta.eval_steps if cfg.test_steps is None else cfg.test_steps,
                          meta.prefix_cache, cfg.generate, data.vocab, _context_length(model),
                          cfg.options, fast=cfg.fast, leads=leads, memo=memo,
-                         prefixes=prefixes)
+                         prefixes=prefixes, inner_vocab=meta.inner_vocab)
 
     return info, contexts
 

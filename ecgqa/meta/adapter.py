@@ -130,6 +130,7 @@ def load_meta_config(source: str | os.PathLike) -> MetaConfig:
             value of the wrong type or out of range.
     """
     from ecgqa.meta.loop import MetaConfig
+    from ecgqa.models.fusion import LOSS_VOCABS
     from ecgqa.registry import META_ALGOS
 
     path = resolve_adapter(source) / "meta.yaml"
@@ -143,6 +144,9 @@ def load_meta_config(source: str | os.PathLike) -> MetaConfig:
             meta.test_inner_steps is not None and meta.test_inner_steps < 0):
         raise AdapterError(f"{path}: meta.inner_lr must be > 0 and meta.inner_steps, "
                            "meta.test_inner_steps >= 0")
+    if meta.inner_vocab not in LOSS_VOCABS:
+        raise AdapterError(f"{path}: meta.inner_vocab {short(meta.inner_vocab)} is not one "
+                           f"of {', '.join(LOSS_VOCABS)}")
     return meta
 
 

@@ -48,6 +48,11 @@ class MetaConfig:
     prefix_cache: bool = field(True, help="reuse the KV cache of each prompt's first piece "
                                "across inner steps")
     grad_clip: float = field(1.0, help="clip the outer gradient norm (0: off)")
+    inner_vocab: str = field("full", help="vocabulary of the inner-loop (support) loss: "
+                             "full (the LLM's whole softmax) or answers (softmax over the "
+                             "support answers' tokens only: no full LM head in the inner "
+                             "loop; the outer query loss always uses full); also used when "
+                             "the adapter adapts at test time")
 
     @property
     def eval_steps(self) -> int:
@@ -55,11 +60,12 @@ class MetaConfig:
 
 
 def adapt(model, learner, batch, steps: int, prefix=None,
-          first_order: bool | None = None) -> list[float]:
-    """``steps`` inner SGD steps of ``learner`` on ``batch``; returns the losses before each."""
+          first_order: bool | None = None, vocab: str = "full") -> list[float]:
+    """``steps`` inner SGD steps of ``learner`` on ``batch``; returns the losses before each
+    (``vocab``: the loss's, see :attr:`MetaConfig.inner_vocab`)."""
     losses = []
     for _ in range(steps):
-        loss = model.loss(batch, prefix, projector=learner)
+        loss = model.loss(batch, prefix, projector=learner, vocab=vocab)
         learner.adapt(loss, first_order=first_order)
         losses.append(float(loss.detach()))
     return losses
@@ -105,7 +111,7 @@ def _task_loss(model, algo, episode, signals, cfg):
     learner = algo.clone()
     support_losses, query_losses = [], []
     for step in range(cfg.inner_steps):
-        loss = model.loss(support, sp, projector=learner)
+        loss = model.loss(support, sp, projector=learner, vocab=cfg.inner_vocab)
         learner.adapt(loss)
         support_losses.append(float(loss.detach()))
         if cfg.multi_step_loss and step < cfg.inner_steps - 1:
@@ -155,20 +161,23 @@ class QueryResult:
 
 
 def adapt_to_support(model, algo: nn.Module, episode: Episode, signals, steps: int,
-                     prefix_cache: bool = True, dedupe: bool = True) -> nn.Module:
+                     prefix_cache: bool = True, dedupe: bool = True,
+                     vocab: str = "full") -> nn.Module:
     """A test-time learner adapted (first order) for ``steps`` steps on the support set
-    (``dedupe``: see :meth:`EcgQaModel.prefix_cache`; it changes no number)."""
+    (``dedupe``: see :meth:`EcgQaModel.prefix_cache`; it changes no number; ``vocab``: the
+    adapter's :attr:`MetaConfig.inner_vocab`)."""
     support = model.make_batch(episode.support, signals)
     learner = learner_for_test_time(algo)
     with torch.enable_grad():
         prefix = model.prefix_cache(support, dedupe=dedupe) if prefix_cache and steps \
             else None
-        adapt(model, learner, support, steps, prefix, first_order=True)
+        adapt(model, learner, support, steps, prefix, first_order=True, vocab=vocab)
     return learner
 
 
 def adapt_to_supports(model, algo: nn.Module, episodes: Sequence[Episode], signals, steps: int,
-                      prefix_cache: bool = True, memo=None) -> list[nn.Module]:
+                      prefix_cache: bool = True, memo=None,
+                      vocab: str = "full") -> list[nn.Module]:
     """:func:`adapt_to_support` for several episodes at once: one LLM pass per step for
     every episode's support set, each episode adapting its own learner.
 
@@ -191,7 +200,7 @@ def adapt_to_supports(model, algo: nn.Module, episodes: Sequence[Episode], signa
         prefix = model.prefix_cache(both, memo) if prefix_cache else None
         for _ in range(steps):
             toks = [model.ecg_tokens(b.feats, lr) for b, lr in zip(supports, learners)]
-            losses = model.group_losses(both, torch.cat(toks), sizes, prefix)
+            losses = model.group_losses(both, torch.cat(toks), sizes, prefix, vocab)
             grads = torch.autograd.grad(torch.stack(losses).sum(), toks)
             for learner, tok, grad in zip(learners, toks, grads):
                 # d(tok . grad)/d(params) = the learner's own loss gradient, through its
@@ -202,7 +211,7 @@ def adapt_to_supports(model, algo: nn.Module, episodes: Sequence[Episode], signa
 
 def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: int,
                      prefix_cache: bool = True, generate: bool = True,
-                     vocab=None) -> list[QueryResult]:
+                     vocab=None, inner_vocab: str = "full") -> list[QueryResult]:
     """Adapt on the support set (first order), then answer every query.
 
     Scores are honest: options (:func:`query_options`) are scored after the whole prompt
@@ -210,7 +219,8 @@ def evaluate_episode(model, algo: nn.Module, episode: Episode, signals, steps: i
     parsed into the answer terms of ``vocab`` (an AnswerVocab) and the options, with the
     truth.
     """
-    learner = adapt_to_support(model, algo, episode, signals, steps, prefix_cache)
+    learner = adapt_to_support(model, algo, episode, signals, steps, prefix_cache,
+                               vocab=inner_vocab)
     query = model.make_batch(episode.query, signals, with_answers=False)
     options = [query_options(episode, q) for q in episode.query]
     return answer_queries(model, query, episode.query, options, answer_terms(options, vocab),

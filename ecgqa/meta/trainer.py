@@ -27,7 +27,7 @@ from ecgqa.meta.algorithms import build_algorithm, meta_parameters
 from ecgqa.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ecgqa.meta.data import DataConfig, MetaData, ensure_data, load_meta_data
 from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
-from ecgqa.models.fusion import ModelConfig
+from ecgqa.models.fusion import LOSS_VOCABS, ModelConfig
 from ecgqa.registry import META_ALGOS
 from ecgqa.trainrun import (
     flat_gradients,
@@ -81,6 +81,9 @@ def validate(cfg: TrainMetaConfig) -> None:
             raise ConfigError(f"{name} must be >= 1")
     if m.inner_lr <= 0 or m.outer_lr <= 0:
         raise ConfigError("meta.inner_lr and meta.outer_lr must be > 0")
+    if m.inner_vocab not in LOSS_VOCABS:
+        raise ConfigError(f"meta.inner_vocab {m.inner_vocab!r} is not one of "
+                          f"{', '.join(LOSS_VOCABS)}")
     if m.algorithm == "fomaml" and m.first_order is False:
         raise ConfigError("meta.first_order false contradicts fomaml; use meta.algorithm maml")
     if d.holdout_by not in ("attribute", "template"):
@@ -305,7 +308,8 @@ class MetaTrainer:
             t0 = time.perf_counter()
             res = evaluate_episode(self.model, self.algo, ep, self.signals,
                                    self.cfg.meta.eval_steps, self.cfg.meta.prefix_cache,
-                                   generate=generate, vocab=self.data.data.vocab)
+                                   generate=generate, vocab=self.data.data.vocab,
+                                   inner_vocab=self.cfg.meta.inner_vocab)
             out.append(episode_record(ep, res, time.perf_counter() - t0))
         self.model.train()
         out = out[:real]

@@ -47,6 +47,11 @@ from ecgqa.qa.collate import (
 
 FORMAT_VERSION = 1
 
+#: Vocabularies a teacher-forced loss can normalise over: "full" (the LLM's whole head;
+#: the honest likelihood) or "answers" (only the token ids the batch's answers use, so
+#: the head's cost vanishes: a 262k-wide product becomes a few dozen columns).
+LOSS_VOCABS = ("full", "answers")
+
 
 class SavedModelError(EcgqaError):
     """A saved model folder (``config.yaml`` + ``projector.safetensors``) is missing,
@@ -376,8 +381,14 @@ class EcgQaModel(nn.Module):
     def _body(self):
         return getattr(self.llm, self.llm.base_model_prefix)
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.llm.get_output_embeddings()(hidden).float()
+    def _logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 logits of ``hidden`` rows: every token's, or only the token ``ids``'."""
+        head = self.llm.get_output_embeddings()
+        if ids is None:
+            logits = head(hidden).float()
+        else:
+            bias = None if getattr(head, "bias", None) is None else head.bias[ids]
+            logits = nn.functional.linear(hidden, head.weight[ids], bias).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -387,43 +398,68 @@ class EcgQaModel(nn.Module):
         hidden = self._body()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                               use_cache=False).last_hidden_state          # (B, T, d)
         where = targets != -100
-        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)     # (N, V)
-        return logp.gather(1, targets[where].unsqueeze(1)).squeeze(1)     # (N,)
+        return self._target_logprobs(hidden[where], targets[where])
+
+    def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor,
+                         vocab: str = "full") -> torch.Tensor:
+        """log p(target) of ``hidden`` ``(N, d)`` rows; ``vocab`` "answers" normalises over
+        the tokens of ``targets`` alone (see :data:`LOSS_VOCABS`). ``(N,)``"""
+        if vocab == "full":
+            logp = torch.log_softmax(self._logits(hidden), dim=-1)        # (N, V)
+            return logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        if vocab != "answers":
+            raise ValueError(f"vocab {vocab!r} is not one of {LOSS_VOCABS}")
+        ids, local = torch.unique(targets, return_inverse=True)          # (v,), (N,)
+        logp = torch.log_softmax(self._logits(hidden, ids), dim=-1)       # (N, v)
+        return logp.gather(1, local.unsqueeze(1)).squeeze(1)
 
     def loss(self, batch: Batch, prefix: PrefixCache | None = None,
-             projector=None) -> torch.Tensor:
+             projector=None, vocab: str = "full") -> torch.Tensor:
         """Mean negative log-likelihood of the answer tokens (teacher forcing).
 
         Args:
             batch: prompts, answers and ECG features.
             prefix: the batch's :meth:`prefix_cache`, to skip recomputing the first pieces.
             projector: an adapted stand-in for the projector (see :meth:`ecg_tokens`).
+            vocab: "full": softmax over the LLM's whole vocabulary; "answers": over the
+                tokens of the batch's answers only (the inner loop's cheap loss: no
+                262k-wide head; see :data:`LOSS_VOCABS`).
         """
         self._check_trainable()
-        logp, _ = self._answer_logprobs(batch, self.ecg_tokens(batch.feats, projector), prefix)
+        logp, _ = self._answer_logprobs(batch, self.ecg_tokens(batch.feats, projector), prefix,
+                                        vocab)
         return -logp.mean()
 
     def _answer_logprobs(self, batch: Batch, ecg_tok: torch.Tensor,
-                         prefix: PrefixCache | None = None
+                         prefix: PrefixCache | None = None, vocab: str = "full"
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """log p of every answer token, sample after sample ``(N,)``, and the targets
         ``(B, T)`` (-100 where there is none); with ``prefix``, from the prompts' rest."""
+        hidden, tgt = self._answer_states(batch, ecg_tok, prefix)
+        where = tgt != -100
+        return self._target_logprobs(hidden[where], tgt[where], vocab), tgt    # (N,)
+
+    def _answer_states(self, batch: Batch, ecg_tok: torch.Tensor,
+                       prefix: PrefixCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM's last hidden states ``(B, T', d)`` and targets ``(B, T')`` of a batch
+        (with ``prefix``: of the prompts' rest only)."""
         if prefix is None:
             emb, att, tgt = self.splice(batch, ecg_tok)
-            return self.token_logprobs(emb, att, tgt), tgt
-        hidden, tgt = self._suffix_forward(batch, ecg_tok, prefix)
-        where = tgt != -100
-        logp = torch.log_softmax(self._logits(hidden[where]), dim=-1)     # (N, V)
-        return logp.gather(1, tgt[where].unsqueeze(1)).squeeze(1), tgt     # (N,)
+            hidden = self._body()(inputs_embeds=emb, attention_mask=att,
+                                  use_cache=False).last_hidden_state
+            return hidden, tgt
+        return self._suffix_forward(batch, ecg_tok, prefix)
 
     def group_losses(self, batch: Batch, ecg_tok: torch.Tensor, sizes: Sequence[int],
-                     prefix: PrefixCache | None = None) -> list[torch.Tensor]:
+                     prefix: PrefixCache | None = None, vocab: str = "full"
+                     ) -> list[torch.Tensor]:
         """The :meth:`loss` of each group of ``sizes`` consecutive samples (one episode
         each), from one LLM pass over the whole batch.
 
         Each group's loss is computed as :meth:`loss` computes it for the group alone, on
         more rows: the same numbers where every group's prompts have the same shapes as
-        the others' (no padding is added; the bench batches only such episodes).
+        the others' (no padding is added; the bench batches only such episodes). With
+        ``vocab`` "answers", each group's softmax runs over its own answers' tokens.
 
         Args:
             batch: the groups' samples, group after group.
@@ -431,14 +467,23 @@ class EcgQaModel(nn.Module):
                 projector).
             sizes: samples per group.
             prefix: the batch's :meth:`prefix_cache`.
+            vocab: as in :meth:`loss`.
         """
         self._check_trainable()
-        logp, tgt = self._answer_logprobs(batch, ecg_tok, prefix)         # (N,)
-        counts = (tgt != -100).sum(1).tolist()
+        hidden, tgt = self._answer_states(batch, ecg_tok, prefix)
+        where = tgt != -100
+        states, targets = hidden[where], tgt[where]                       # (N, d), (N,)
+        if vocab == "full":
+            logp = self._target_logprobs(states, targets)
+        counts = where.sum(1).tolist()
         out, token, row = [], 0, 0
         for n_rows in sizes:
             n = sum(counts[row: row + n_rows])
-            out.append(-logp[token: token + n].clone().mean())   # a fresh tensor, as alone
+            if vocab == "full":
+                out.append(-logp[token: token + n].clone().mean())   # a fresh tensor, as alone
+            else:
+                out.append(-self._target_logprobs(states[token: token + n],
+                                                  targets[token: token + n], vocab).mean())
             token, row = token + n, row + n_rows
         return out
 

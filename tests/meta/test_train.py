@@ -273,6 +273,7 @@ def test_a_run_starts_from_a_saved_adapter(synth_qa, signal_cache_dir, tmp_path)
     (["data.n_way=50"], "no question type has 50 meta-train classes"),
 ])
 def test_bad_runs_fail_with_one_line(synth_qa, signal_cache_dir, tmp_path, extra, message):
+    (["meta.inner_vocab=support"], "meta.inner_vocab 'support' is not one of full, answers"),
     res = _script(synth_qa, tmp_path / "bad", signal_cache_dir, *extra)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()

@@ -167,6 +167,36 @@ def test_comparison_questions_take_two_ecgs(model):
 
 
 @pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
+def test_answers_vocabulary_loss_is_the_softmax_over_the_answers_tokens(llm):
+    """The "answers" loss equals a log-softmax over the full head's logits restricted to
+    the batch's answer tokens (the same products, float32: 64 u of the loss), is below the
+    full-vocabulary loss (a smaller normaliser), and its gradient reaches the projector."""
+    torch.manual_seed(3)
+    m = EcgQaModel.build(_cfg(llm=llm))
+    batch = m.make_batch([_q(0), _q(1, answer=("yes",), ecgs=(2,)),
+                          _q(2, question="what is the heart axis of this ecg?",
+                             answer=("normal heart axis",), ecgs=(3,))], _Signals())
+    emb, att, tgt = m.splice(batch, m.ecg_tokens(batch.feats))
+    with torch.no_grad():
+        hidden = m._body()(inputs_embeds=emb, attention_mask=att).last_hidden_state
+        where = tgt != -100
+        logits = m._logits(hidden[where])                                 # (N, V)
+        ids = torch.unique(tgt[where])
+        assert 2 < len(ids) < logits.shape[1]
+        local = torch.searchsorted(ids, tgt[where])
+        ref = -torch.log_softmax(logits[:, ids], -1).gather(1, local[:, None]).mean()
+    got = m.loss(batch, vocab="answers")
+    assert_fp32_close(got.detach(), ref, 64)
+    assert float(got.detach()) < float(m.loss(batch).detach())
+    got.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in m.projector.parameters())
+    assert any(float(p.grad.abs().max()) > 0 for p in m.projector.parameters())
+    with pytest.raises(ValueError, match="vocab 'none'"):
+        m.loss(batch, vocab="none")
+
+
+@pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
 def test_reused_prefix_cache_gives_the_same_loss_and_gradients(llm):
     torch.manual_seed(2)
     m = EcgQaModel.build(_cfg(llm=llm))
