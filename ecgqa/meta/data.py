@@ -38,7 +38,13 @@ class DataConfig:
     version: str = field("template", help="template or paraphrased questions")
     question_types: list[str] = field([], help="question types to use (empty: every type with "
                                       "enough classes)")
-    n_way: int = field(5, help="classes per episode")
+    ways: str = field("answers", help="what the N ways of an episode are: answers (answers to "
+                      "one question, up to n_way and at least 2, k_shot each: only the ECG "
+                      "tells them apart) or classes (any n_way (template, attribute, answer) "
+                      "classes of a question type, as the few-shot ECG-QA paper: the "
+                      "question's wording and the support's answers often give the answer "
+                      "away)")
+    n_way: int = field(5, help="classes per episode (with ways=answers: at most)")
     k_shot: int = field(5, help="support samples per class")
     q_query: int = field(2, help="query samples per class in meta-training")
     test_q_query: int = field(1, help="query samples per class in meta-validation/testing")
@@ -111,8 +117,10 @@ def load_meta_data(cfg: DataConfig, seed: int) -> MetaData:
                                 ("test", classes.meta_test, cfg.test_q_query, cfg.eval_seed)):
         phases[name] = _phase(name, samples, name, allowed, cfg, q, s)
     if not phases["train"].samplers:
-        raise MetaDataError(f"{cfg.qa}: no question type has {cfg.n_way} meta-train classes "
-                            f"with {cfg.k_shot + cfg.q_query} samples each; use more ECGs "
+        what = ("a question with 2 answers" if cfg.ways == "answers"
+                else f"{cfg.n_way} meta-train classes")
+        raise MetaDataError(f"{cfg.qa}: no question type has {what} with "
+                            f"{cfg.k_shot + cfg.q_query} samples each; use more ECGs "
                             "(data.synth_n_ecgs) or lower data.n_way / data.k_shot")
     return MetaData(data, classes, phases["train"], phases["valid"], phases["test"], resolver)
 
@@ -153,7 +161,8 @@ def _phase(name, samples, split, allowed, cfg: DataConfig, q_query: int, seed: i
     for qt in wanted:
         try:
             samplers[qt] = EpisodeSampler(samples, cfg.n_way, cfg.k_shot, q_query, qt, split,
-                                          classes=allowed, seed=seed)
+                                          classes=allowed, same_question=cfg.ways == "answers",
+                                          seed=seed)
         except ValueError as err:
             skipped[qt] = str(err)
     return Phase(name, samplers, skipped)

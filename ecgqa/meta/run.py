@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         make_accelerator,
         validate,
     )
+    from ecgqa.qa.episodes import support_majority
 
     cfg = resolve_config(TrainMetaConfig, args)
     if cfg is None:
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(d.test.types) or 'none'}; {acc.num_processes} process(es); "
               f"{len(d.classes.meta_train)} meta-train / {len(d.classes.meta_test)} meta-test "
               f"classes", flush=True)
+        acc_, chance = support_majority(d.train.episode(g) for g in range(200))
+        print(f"support-majority answer (no ECG) on the first 200 meta-training episodes "
+              f"(ways: {cfg.data.ways}): accuracy {acc_:.3f}, chance {chance:.3f}", flush=True)
     trainer.train()
     results = None
     if cfg.train.test_episodes and trainer.data.test.samplers:

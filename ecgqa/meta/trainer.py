@@ -88,6 +88,8 @@ def validate(cfg: TrainMetaConfig) -> None:
         raise ConfigError("meta.first_order false contradicts fomaml; use meta.algorithm maml")
     if d.holdout_by not in ("attribute", "template"):
         raise ConfigError("data.holdout_by must be attribute or template")
+    if d.ways not in ("answers", "classes"):
+        raise ConfigError(f"data.ways {d.ways!r} is not one of answers, classes")
 
 
 

@@ -128,6 +128,11 @@ class EpisodeSampler:
         split: keep samples of this ECG-QA split only (None: all).
         classes: allowed classes (e.g. ``ClassSplit.meta_train``); None allows all.
         available: ecg ids whose records exist; samples needing others are skipped.
+        same_question: the ways of an episode are answers to one question (template and
+            attribute): up to ``n_way`` of them, at least 2, with ``k_shot`` support
+            samples each, so neither the question's wording nor the support's answer
+            counts give the answer away (a support-majority guess scores chance).
+            Otherwise the ways are any ``n_way`` classes of the type.
         seed: episode ``i`` is a function of ``(seed, i)`` only.
 
     Example:
@@ -140,15 +145,32 @@ class EpisodeSampler:
     def __init__(self, samples: Sequence[QaSample], n_way: int, k_shot: int, q_query: int,
                  question_type: str | None = None, split: str | None = None, *,
                  classes: Iterable[ClassKey] | None = None,
-                 available: Iterable[int] | None = None, seed: int = 0):
+                 available: Iterable[int] | None = None, same_question: bool = False,
+                 seed: int = 0):
         if n_way < 1 or k_shot < 1 or q_query < 1:
             raise ValueError("n_way, k_shot and q_query must be >= 1")
         self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
         self.question_type, self.split = question_type, split
+        self.same_question = same_question
         pool = _filter(samples, question_type, split, classes, available)
         self.by_class = _group(pool)
         self.eligible = sorted(k for k, v in self.by_class.items()
                                if len(_distinct_records(v)) >= k_shot + q_query)
+        if same_question:
+            self.min_way = min(2, n_way)
+            questions: dict = defaultdict(list)
+            for k in self.eligible:
+                questions[k[:2]].append(k)                 # (template, attribute)
+            self.groups = sorted(v for v in questions.values() if len(v) >= self.min_way)
+            self.eligible = sorted(k for v in self.groups for k in v)
+            if not self.groups:
+                raise ValueError(
+                    f"{question_type or 'all types'} / {split or 'all splits'}: no question "
+                    f"has {self.min_way} answers with >= {k_shot + q_query} samples on "
+                    f"distinct records each ({len(self.by_class)} classes, {len(pool)} "
+                    "samples)")
+            return
+        self.min_way, self.groups = n_way, [self.eligible]
         if len(self.eligible) < n_way:
             raise ValueError(
                 f"{question_type or 'all types'} / {split or 'all splits'}: only "
@@ -159,7 +181,9 @@ class EpisodeSampler:
     def episode(self, index: int) -> Episode:
         """Episode ``index`` (deterministic)."""
         rng = np.random.default_rng([self.seed, index])
-        order = [self.eligible[i] for i in rng.permutation(len(self.eligible))]
+        group = self.groups[int(rng.integers(len(self.groups)))] if self.same_question \
+            else self.eligible
+        order = [group[i] for i in rng.permutation(len(group))]
         chosen, support, query, used = [], [], [], set()
         for key in order:                       # pick N ways whose shots fit
             picked = _pick(self.by_class[key], self.k_shot + self.q_query, used, rng)
@@ -170,7 +194,9 @@ class EpisodeSampler:
             query.extend(picked[self.k_shot:])
             used |= {i for s in picked for i in s.ecg_ids}
             if len(chosen) == self.n_way:
-                return Episode(tuple(support), tuple(query), tuple(chosen), index)
+                break
+        if len(chosen) >= self.min_way:
+            return Episode(tuple(support), tuple(query), tuple(chosen), index)
         raise RuntimeError(f"episode {index}: could not fill {self.n_way} classes with records "
                            "unused elsewhere in the episode; lower n_way, k_shot or q_query")
 
@@ -179,15 +205,19 @@ class EpisodeSampler:
             yield self.episode(i)
 
     def capacity(self) -> int:
-        """How many episodes could be drawn with no sample used twice (greedy count)."""
-        per_class = sorted((len(_distinct_records(self.by_class[k])) // (self.k_shot + self.q_query)
-                            for k in self.eligible), reverse=True)
+        """How many episodes could be drawn with no sample used twice (greedy count; with
+        ``same_question``, the sum over questions of episodes with all their answers, up to
+        ``n_way``)."""
         total = 0
-        while len(per_class) >= self.n_way and per_class[self.n_way - 1] > 0:
-            for i in range(self.n_way):
-                per_class[i] -= 1
-            total += 1
-            per_class.sort(reverse=True)
+        for group in self.groups:
+            ways = min(self.n_way, len(group))
+            per_class = sorted((len(_distinct_records(self.by_class[k]))
+                                // (self.k_shot + self.q_query) for k in group), reverse=True)
+            while len(per_class) >= ways and per_class[ways - 1] > 0:
+                for i in range(ways):
+                    per_class[i] -= 1
+                total += 1
+                per_class.sort(reverse=True)
         return total
 
 
@@ -333,3 +363,28 @@ def _group_by(samples: Sequence[QaSample], key) -> dict:
     for v in groups.values():
         v.sort(key=lambda s: (s.split, s.sample_id))
     return dict(groups)
+
+
+def support_majority(episodes: Iterable[Episode]) -> tuple[float, float]:
+    """How well the support set's answer counts alone answer the queries: per query, the
+    most frequent support answer to its question (template and attribute; ties broken by
+    the smallest answer), never an ECG. Returns ``(accuracy, chance)``, chance being the
+    mean of 1 / (the episode's ways): a uniform guess among the episode's classes.
+
+    With ``same_question`` episodes every answer has ``k_shot`` examples, so the accuracy
+    is chance; with (template, attribute, answer) classes it is often far above it.
+    """
+    hits, chance, n = 0.0, 0.0, 0
+    for ep in episodes:
+        for q in ep.query:
+            counts: dict[tuple, int] = defaultdict(int)
+            for s in ep.support:
+                if class_key(s)[:2] == class_key(q)[:2]:
+                    counts[class_key(s)[2]] += 1
+            if not counts:
+                continue
+            best = min(counts, key=lambda a: (-counts[a], a))
+            hits += best == class_key(q)[2]
+            chance += 1 / len(ep.classes)
+            n += 1
+    return (hits / n, chance / n) if n else (float("nan"), float("nan"))

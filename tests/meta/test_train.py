@@ -190,8 +190,9 @@ def test_kill_and_resume_reaches_the_same_final_loss(synth_qa, signal_cache_dir,
     assert _differences(tmp_path / "full", out) == []
 
 
+@pytest.mark.parametrize("ways", ["classes", "answers"])
 def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_dir, tmp_path,
-                                                         monkeypatch):
+                                                         monkeypatch, ways):
     import ecgqa.meta.trainer as trainer_mod
 
     seen = []
@@ -203,13 +204,17 @@ def test_meta_test_classes_never_appear_in_meta_training(synth_qa, signal_cache_
 
     monkeypatch.setattr(trainer_mod, "task_loss", spy)
     cfg = tiny_config(synth_qa, tmp_path / "run", signal_cache_dir, "train.steps=5",
-                      "meta.meta_batch=3", "train.eval_every=0")
+                      "meta.meta_batch=3", "train.eval_every=0", f"data.ways={ways}")
     trainer = MetaTrainer(cfg, make_accelerator(cfg)).setup()
     # every ECG the episodes can draw was read and encoded in setup, before any step
     encoded = set(trainer.model._features_of(trainer.signals))
     assert encoded and encoded == set(trainer.data.ecg_ids())
     trainer.train()
     assert len(seen) == 15
+    if ways == "answers":          # one question per episode, every answer k_shot times
+        for ep in seen:
+            assert len({class_key(s)[:2] for s in ep.support + ep.query}) == 1
+            assert len(ep.classes) >= 2 and len(ep.support) == 2 * len(ep.classes)
     assert {i for ep in seen for s in ep.support + ep.query for i in s.ecg_ids} <= encoded
     split = trainer.data.classes
     held_out = set(split.test_units)
@@ -268,12 +273,15 @@ def test_a_run_starts_from_a_saved_adapter(synth_qa, signal_cache_dir, tmp_path)
 @pytest.mark.parametrize("extra, message", [
     (["meta.algorithm=reptile"], "meta.algorithm 'reptile'"),
     (["meta.inner_lr=-1"], "must be > 0"),
+    (["meta.inner_vocab=support"], "meta.inner_vocab 'support' is not one of full, answers"),
     (["data.qa=/nonexistent/qa", "data.synth_n_ecgs=0"], "/nonexistent/qa"),
     (["train.report_to=mlflow"], "train.report_to 'mlflow'"),
-    (["data.n_way=50"], "no question type has 50 meta-train classes"),
+    (["data.n_way=50", "data.ways=classes"], "no question type has 50 meta-train classes"),
+    (["data.k_shot=5000", "data.ways=answers"],
+     "no question type has a question with 2 answers"),
+    (["data.ways=questions"], "data.ways 'questions' is not one of answers, classes"),
 ])
 def test_bad_runs_fail_with_one_line(synth_qa, signal_cache_dir, tmp_path, extra, message):
-    (["meta.inner_vocab=support"], "meta.inner_vocab 'support' is not one of full, answers"),
     res = _script(synth_qa, tmp_path / "bad", signal_cache_dir, *extra)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()

@@ -109,3 +109,53 @@ def test_too_few_classes_is_a_clear_error():
     qa = load_ecgqa(ECGQA, splits=["train"])
     with pytest.raises(ValueError, match="single-verify / train: only .* classes"):
         EpisodeSampler(qa.samples, 50, 5, 5, "single-verify", "train")
+
+
+@pytest.mark.parametrize("n_way", [2, 5])
+def test_same_question_episodes_ask_one_question_with_balanced_answers(n_way):
+    """The ways are answers to one (template, attribute): every support and query sample
+    asks the same question, each answer has k_shot support samples, so the support's
+    majority answer is a tie (chance), and at least 2 answers are always present."""
+    qa = load_ecgqa(ECGQA)
+    cs = split_classes(qa.samples, seed=0)
+    for qtype, split, classes in (("single-verify", "train", cs.meta_train),
+                                  ("comparison_irrelevant-query", "test", cs.meta_test)):
+        s = EpisodeSampler(qa.samples, n_way, 2, 1, qtype, split, classes=classes,
+                           same_question=True, seed=0)
+        assert all(len(g) >= 2 and len({k[:2] for k in g}) == 1 for g in s.groups)
+        for i in range(10):
+            ep = s.episode(i)
+            assert 2 <= len(ep.classes) <= n_way
+            questions = {(x.template_id, tuple(sorted(x.attribute or ())))
+                         for x in ep.support + ep.query}
+            assert len(questions) == 1
+            counts = {}
+            for x in ep.support:
+                counts[class_key(x)] = counts.get(class_key(x), 0) + 1
+            assert set(counts) == set(ep.classes) and set(counts.values()) == {2}
+            assert {class_key(x) for x in ep.query} == set(ep.classes)
+            assert not ep.records("support") & ep.records("query")
+        assert s.capacity() > 0
+
+
+def test_same_question_without_two_answers_is_a_clear_error():
+    qa = load_ecgqa(ECGQA, splits=["train"])
+    with pytest.raises(ValueError, match="no question has 2 answers"):
+        EpisodeSampler(qa.samples, 2, 5000, 5, "single-verify", "train", same_question=True)
+
+
+def test_the_support_majority_is_chance_only_when_the_ways_are_answers():
+    """(template, attribute, answer) ways: the support's answer counts give most answers
+    away; answers to one question: the majority guess is exactly chance."""
+    from ecgqa.qa.episodes import support_majority
+
+    qa = load_ecgqa(ECGQA)
+    cs = split_classes(qa.samples, seed=0)
+    kw = dict(classes=cs.meta_train, seed=0)
+    classes = EpisodeSampler(qa.samples, 5, 2, 1, "single-verify", "train", **kw)
+    answers = EpisodeSampler(qa.samples, 5, 2, 1, "single-verify", "train", same_question=True,
+                             **kw)
+    acc, chance = support_majority(classes.episode(i) for i in range(40))
+    assert chance == pytest.approx(0.2) and acc > chance + 0.3
+    acc, chance = support_majority(answers.episode(i) for i in range(40))
+    assert acc == pytest.approx(chance) and 0 < chance <= 0.5
