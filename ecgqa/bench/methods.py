@@ -175,26 +175,42 @@ def _classify(ctx: Context, ep: Episode, fit) -> tuple[list[dict], dict]:
         options = ctx.candidates(ep, q)
         x = np.stack([_pooled(ctx, s) for s in pool])
         y = np.array([options.index(tuple(sorted(s.answer))) for s in pool])
-        probs = fit(x, y, len(options))(_pooled(ctx, q)[None])[0]
+        predict = fit(x, y, len(options))
+        z = _pooled(ctx, q)[None]
+        probs = predict(z)[0]
         truth = tuple(sorted(q.answer))
         pred = options[int(np.argmax(probs))]
         out.append({"truth": list(truth), "options": [list(o) for o in options],
                     "probs": [float(p) for p in probs], "pred": list(pred),
                     "correct": pred == truth, "confidence": float(np.max(probs)),
                     "text": None, "exact_match": None})
+        if hasattr(predict, "scores"):           # the logits (the combined method uses them)
+            out[-1]["scores"] = [float(v) for v in predict.scores(z)[0]]
     return out, {}
 
 
-def _prototypes(x: np.ndarray, y: np.ndarray, k: int):
-    """Prototypical network: softmax over negative squared distances to class means."""
-    centres = np.stack([x[y == c].mean(0) if (y == c).any() else np.full(x.shape[1], np.inf)
-                        for c in range(k)])
+class _Prototypes:
+    """Prototypical network: softmax over negative squared distances to class means (an
+    option no support sample shows scores a large negative number, not -inf, so that
+    combinations of scores stay finite)."""
 
-    def predict(z: np.ndarray) -> np.ndarray:
-        d = ((z[:, None, :] - centres[None]) ** 2).sum(-1)              # (n, k)
-        return torch.softmax(torch.as_tensor(-d), dim=-1).numpy()
+    def __init__(self, x: np.ndarray, y: np.ndarray, k: int):
+        self.present = np.array([(y == c).any() for c in range(k)])
+        self.centres = np.stack([x[y == c].mean(0) if self.present[c] else np.zeros(x.shape[1])
+                                 for c in range(k)])
 
-    return predict
+    def scores(self, z: np.ndarray) -> np.ndarray:
+        """Minus the squared distance to each prototype ``(n, k)``."""
+        d = ((z[:, None, :] - self.centres[None]) ** 2).sum(-1)
+        far = d[:, self.present].max(1, keepdims=True) * 2 + 1e6
+        return -np.where(self.present[None], d, far)
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return torch.softmax(torch.as_tensor(self.scores(z)), dim=-1).numpy()
+
+
+def _prototypes(x: np.ndarray, y: np.ndarray, k: int) -> _Prototypes:
+    return _Prototypes(x, y, k)
 
 
 def _linear_probe(x: np.ndarray, y: np.ndarray, k: int):

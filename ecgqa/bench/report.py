@@ -69,6 +69,14 @@ def markdown(results: dict) -> str:
                    f"{m['seconds_per_episode']:.2f}", f"{m['answers_per_second']:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        fit = cell.get("combined_fit")
+        if fit and "llm" in fit:
+            lines += [f"combined: w_llm {fit['llm']:.3f}, w_proto {fit['proto']:.3f} (prototype "
+                      f"scores / {fit['scale']:.4g}), fitted on {fit['queries']} queries of "
+                      f"{fit['episodes']} calibration episodes of other classes (NLL "
+                      f"{fit['nll']:.3f}).", ""]
+        elif fit:
+            lines += [f"combined: not run ({fit['skipped']}).", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from the finished cells; a cell is reused only if its config fingerprint matches
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgqa.bench import blocks as B
+from ecgqa.bench import combine as C
 from ecgqa.bench import image as I
 from ecgqa.bench import methods as M
 from ecgqa.bench.metrics import meteor_uses_synonyms, summarise_cell, text_scores
@@ -64,6 +66,7 @@ class Prepared:
     query_pool: set[int]
     resolver: object
     types: list[str]
+    calibration: frozenset | None = None   # classes the cells do not ask (combined fits on)
 
 
 def prepare_data(cfg: SuiteConfig, adapter: Path | None = None) -> Prepared:
@@ -77,6 +80,7 @@ def prepare_data(cfg: SuiteConfig, adapter: Path | None = None) -> Prepared:
     """
     from ecgqa.meta.data import DataConfig, MetaDataError, ensure_data, load_available
     from ecgqa.qa.ecgqa import QUESTION_TYPES
+    from ecgqa.qa.episodes import class_key
 
     ensure_data(DataConfig(qa=cfg.qa, synth_n_ecgs=cfg.synth_n_ecgs,
                            synth_seed=cfg.synth_seed, labels=cfg.labels))
@@ -90,10 +94,12 @@ def prepare_data(cfg: SuiteConfig, adapter: Path | None = None) -> Prepared:
         raise BenchError(f"{cfg.qa}: no samples of question type(s) {', '.join(sorted(wanted))} "
                          "with their ECGs available")
     classes = held_out_classes(cfg, every, adapter) if cfg.classes == "heldout" else None
+    calibration = None if classes is None else frozenset(
+        {class_key(s) for s in samples} - classes)
     support, query = _pools(cfg, samples)
     types = cfg.question_types or [t for t in QUESTION_TYPES
                                    if any(s.question_type == t for s in samples)]
-    return Prepared(samples, data.vocab, classes, support, query, resolver, types)
+    return Prepared(samples, data.vocab, classes, support, query, resolver, types, calibration)
 
 
 def held_out_classes(cfg: SuiteConfig, samples, adapter: Path | None) -> frozenset:
@@ -253,45 +259,91 @@ def _image_setup(cfg: SuiteConfig, folder: Path, data: Prepared, load: bool):
 
 def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
     """Every method on the cell's episodes; a cell the data cannot fill is marked skipped."""
-    from ecgqa.bench.suite import CLASS_KEYS
-    from ecgqa.qa.episodes import PooledEpisodeSampler
-
     record = {"cell": asdict(cell), "fingerprint": fingerprint(cfg, cell),
               "modality": cfg.modality, "skipped": None, "methods": {m: [] for m in cfg.methods},
               "prepare_seconds": 0.0}
     try:
-        sampler = PooledEpisodeSampler(
-            data.samples, cell.n_way, cell.k_shot, cfg.q_query, support_pool=data.support_pool,
-            query_pool=data.query_pool, question_type=cell.question_type, classes=data.classes,
-            key=CLASS_KEYS[cfg.class_by],
-            same_question=cfg.ways == "answers", seed=cfg.seed)
+        sampler = _sampler(cfg, cell, data, data.classes, cfg.seed)
     except ValueError as err:
         record["skipped"] = str(err)
         bar.update(cfg.episodes)
         return record
     episodes = [sampler.episode(i) for i in range(cfg.episodes)]
+    names = [m for m in cfg.methods if m != "combined"]
+    weights = None
+    if "combined" in cfg.methods:
+        try:
+            weights, fitted_on = _calibrate(cfg, cell, data, ctx)
+            record["combined"] = {**weights.to_dict(), "calibration_sample_ids": fitted_on}
+        except ValueError as err:               # no calibration episodes for this cell
+            record["combined"] = {"skipped": str(err)}
+            del record["methods"]["combined"]
+    done = _run_methods(cfg, ctx, episodes, names, record, bar)
+    if weights is not None:
+        done["combined"] = {
+            i: {"index": i, "seconds": sum(done[p][i]["seconds"] for p in C.PARTS),
+                "queries": [C.answer(a, b, weights) for a, b in
+                            zip(done["adapted"][i]["queries"], done["protonet"][i]["queries"])]}
+            for i in range(len(episodes))}
+    record["methods"] = {name: [done[name][i] for i in range(len(episodes))]
+                         for name in record["methods"]}
+    record["peak_rss_gb"] = _rss_gb()
+    return record
+
+
+def _sampler(cfg: SuiteConfig, cell: Cell, data: Prepared, classes, seed: int):
+    from ecgqa.bench.suite import CLASS_KEYS
+    from ecgqa.qa.episodes import PooledEpisodeSampler
+
+    return PooledEpisodeSampler(
+        data.samples, cell.n_way, cell.k_shot, cfg.q_query, support_pool=data.support_pool,
+        query_pool=data.query_pool, question_type=cell.question_type, classes=classes,
+        key=CLASS_KEYS[cfg.class_by], same_question=cfg.ways == "answers", seed=seed)
+
+
+CALIBRATION_SEED = 104_729
+"""Added to the suite's seed for the combined method's calibration episodes."""
+
+
+def _calibrate(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx
+               ) -> tuple[C.Weights, list[int]]:
+    """The combined method's weights for ``cell``: adapted and protonet (no generation) on
+    ``calibration_episodes`` episodes of the cell's shape from classes it does not ask;
+    and the sample ids of the calibration queries.
+
+    Raises:
+        ValueError: the calibration classes cannot fill such an episode.
+    """
+    sampler = _sampler(cfg, cell, data, data.calibration, cfg.seed + CALIBRATION_SEED)
+    episodes = [sampler.episode(i) for i in range(cfg.calibration_episodes)]
+    quiet = dataclasses.replace(ctx, generate=False)
+    done = _run_methods(cfg, quiet, episodes, list(C.PARTS), {"prepare_seconds": 0.0}, None)
+    pick = [[q for i in range(len(episodes)) for q in done[p][i]["queries"]] for p in C.PARTS]
+    return C.fit(*pick, episodes=len(episodes)), [q["sample_id"] for q in pick[0]]
+
+
+def _run_methods(cfg: SuiteConfig, ctx, episodes, names, record: dict, bar) -> dict:
+    """``{method: {episode index: its record}}`` of ``names`` on ``episodes``."""
     fast = getattr(ctx, "fast", False)        # signal modality: blocks of one shape
     blocks = B.episode_blocks(ctx, episodes) if fast else [[i] for i in range(len(episodes))]
     run = I.RUN if cfg.modality == "image" else M.RUN
-    done: dict[str, dict[int, dict]] = {name: {} for name in cfg.methods}
+    done: dict[str, dict[int, dict]] = {name: {} for name in names}
     for block in blocks:
         eps = [episodes[i] for i in block]
         start = time.perf_counter()
         for ep in eps:
             ctx.prepare(ep)                     # inputs shared by the methods (images)
         record["prepare_seconds"] += time.perf_counter() - start
-        for name in cfg.methods:
+        for name in names:
             start = time.perf_counter()
             outs = B.run_block(ctx, name, eps) if fast else [run[name](ctx, ep) for ep in eps]
             seconds = (time.perf_counter() - start) / len(eps)
             for i, ep, (queries, extra) in zip(block, eps, outs):
                 _annotate(queries, ep)
                 done[name][i] = {"index": i, "queries": queries, "seconds": seconds, **extra}
-        bar.update(len(block))
-    record["methods"] = {name: [done[name][i] for i in range(len(episodes))]
-                         for name in cfg.methods}
-    record["peak_rss_gb"] = _rss_gb()
-    return record
+        if bar is not None:
+            bar.update(len(block))
+    return done
 
 
 def _annotate(queries: list[dict], ep) -> None:
@@ -313,6 +365,9 @@ def collect(cfg: SuiteConfig, grid: list[Cell], done: dict, info: dict) -> dict:
             for name, episodes in rec["methods"].items():
                 entry["methods"][name] = summarise_cell(episodes, cfg.calibration_bins)
             entry["peak_rss_gb"] = rec.get("peak_rss_gb")
+            if "combined" in rec:                  # its fitted weights (ids: in the cell file)
+                entry["combined_fit"] = {k: v for k, v in rec["combined"].items()
+                                         if k != "calibration_sample_ids"}
             entry["prepare_seconds_per_episode"] = rec.get("prepare_seconds", 0.0) / max(
                 1, cfg.episodes)
         out_cells.append(entry)

@@ -17,12 +17,14 @@ from ecgqa.qa.ecgqa import QUESTION_TYPES
 from ecgqa.qa.episodes import answer_key, class_key, template_key
 from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, is_standard_lead, parse_leads
 
-METHODS = ("adapted", "no_adaptation", "zero_shot_text", "in_context", "protonet",
+METHODS = ("adapted", "combined", "no_adaptation", "zero_shot_text", "in_context", "protonet",
            "linear_probe", "majority")
-"""``adapted`` is the adapter with test-time adaptation on the support set; the rest are the
-baselines: the adapter without adaptation, the LLM without the ECG (text prior), support ECG
-tokens and answers in the prompt, a prototypical network and a linear probe on the frozen
-encoder features, and the support set's majority answer."""
+"""``adapted`` is the adapter with test-time adaptation on the support set; ``combined``
+weighs its option scores with the prototype classifier's, two weights fitted on
+calibration episodes of classes the cell does not ask (:mod:`ecgqa.bench.combine`); the
+rest are the baselines: the adapter without adaptation, the LLM without the ECG (text
+prior), support ECG tokens and answers in the prompt, a prototypical network and a linear
+probe on the frozen encoder features, and the support set's majority answer."""
 
 IMAGE_METHODS = ("lora", "lora_disabled", "majority")
 """The image modality: the LoRA-tuned image model (support set unused), the same model with
@@ -102,6 +104,10 @@ class SuiteConfig:
     test_steps: int | None = field(None, help="test-time adaptation steps (None: the "
                                    "adapter's own)")
     calibration_bins: int = field(10, help="bins of the ECE and the reliability diagram")
+    calibration_episodes: int = field(50, help="episodes per cell on which the combined "
+                                      "method fits its two weights: the cell's shape, classes "
+                                      "the cell does not ask (the adapter's meta-training "
+                                      "classes), another episode seed")
     cache_dir: str | None = field(None, help="decoded-signal cache (default $ECGQA_CACHE or "
                                   "~/.cache/ecgqa)")
     fast: bool = field(True, help="do support-free work once: batched scoring and generation, "
@@ -125,9 +131,11 @@ class Cell:
 
 def resolve(cfg: SuiteConfig) -> SuiteConfig:
     """The suite with its defaults filled in: no methods listed means every method of the
-    modality. Validates first."""
+    modality (``combined`` only with ``classes: heldout``). Validates first."""
     validate(cfg)
-    return replace(cfg, methods=list(cfg.methods or MODALITIES[cfg.modality]))
+    every = [m for m in MODALITIES[cfg.modality]
+             if m != "combined" or cfg.classes == "heldout"]     # combined needs held-out
+    return replace(cfg, methods=list(cfg.methods or every))
 
 
 def validate(cfg: SuiteConfig) -> None:
@@ -179,6 +187,16 @@ def validate(cfg: SuiteConfig) -> None:
         raise ConfigError("max_new_tokens must be >= 1")
     if cfg.test_steps is not None and cfg.test_steps < 0:
         raise ConfigError("test_steps must be >= 0")
+    if cfg.calibration_episodes < 1:
+        raise ConfigError("calibration_episodes must be >= 1")
+    if "combined" in cfg.methods:
+        missing = [m for m in ("adapted", "protonet") if m not in cfg.methods]
+        if missing:
+            raise ConfigError(f"methods: combined weighs adapted and protonet; list "
+                              f"{' and '.join(missing)} too")
+        if cfg.classes != "heldout":
+            raise ConfigError("methods: combined fits its weights on classes the cell does not "
+                              "ask, which needs classes: heldout (or leave combined out)")
 
 
 def _check_grid(cfg: SuiteConfig) -> None:

@@ -51,7 +51,8 @@ def test_a_two_cell_suite_writes_every_file_with_metrics_in_range(tiny_run):
     assert [(c["k_shot"], c["leads"]) for c in cells] == [(1, "12-lead"), (2, "12-lead")]
     for cell in cells:
         assert cell["skipped"] is None, cell["skipped"]
-        assert sorted(cell["methods"]) == sorted(METHODS)          # every baseline is there
+        # every baseline is there; combined needs held-out classes (the tiny suite asks all)
+        assert sorted(cell["methods"]) == sorted(set(METHODS) - {"combined"})
         for name, m in cell["methods"].items():
             assert m["episodes"] == results["suite"]["episodes"]
             values = dict(_metric_values(m))
@@ -391,3 +392,45 @@ def test_the_ptbxl_suite_builds_its_questions_and_keeps_fold_9_for_queries(
     train = {int(line.split("\t")[1]) for line in
              (qa / "train_ecgs.tsv").read_text().splitlines()}      # the support pool
     assert train and all(fold[i] == 8 for i in train)
+
+
+def test_the_combined_method_fits_on_classes_the_cell_does_not_ask(synth_qa, tiny_adapter,
+                                                                    signal_cache_dir, tmp_path):
+    """Its weights come from calibration episodes whose queries ask none of the cell's
+    classes; its answers are the two methods' scores weighed by them."""
+    from ecgqa.bench import combine as C
+
+    out = tmp_path / "combined"
+    assert _bench(synth_qa, tiny_adapter, out, "--set", f"cache_dir={signal_cache_dir}",
+                  "--set", "classes=heldout", "--set", "k_shot=[1]",
+                  "--set", "methods=[adapted,protonet,combined]",
+                  "--set", "calibration_episodes=4") == 0
+    cell = json.loads(next((out / "cells").glob("*.json")).read_text())
+    assert cell["skipped"] is None, cell["skipped"]
+    fitted = cell["combined"]
+    w = C.Weights(**{k: fitted[k] for k in ("llm", "proto", "scale", "nll", "episodes",
+                                           "queries")})
+    assert w.episodes == 4 and w.queries == len(fitted["calibration_sample_ids"]) > 0
+    samples = {s.sample_id: s for s in load_ecgqa(synth_qa).samples}
+    asked = {class_key(samples[q["sample_id"]]) for e in cell["methods"]["adapted"]
+             for q in e["queries"]}
+    fitted_on = {class_key(samples[i]) for i in fitted["calibration_sample_ids"]}
+    assert asked and fitted_on and not asked & fitted_on
+    for a, b, c in zip(cell["methods"]["adapted"], cell["methods"]["protonet"],
+                       cell["methods"]["combined"]):
+        for qa, qb, qc in zip(a["queries"], b["queries"], c["queries"]):
+            again = C.answer(qa, qb, w)
+            assert qc["probs"] == again["probs"] and qc["pred"] == again["pred"]
+            assert qc["truth"] == qa["truth"] and qc["exact_match"] is None
+    assert "| combined |" in (out / "results.md").read_text()
+
+
+def test_combined_without_its_parts_or_held_out_classes_is_refused(synth_qa, tiny_adapter,
+                                                                  tmp_path, capsys):
+    for extra, message in ((["--set", "methods=[adapted,combined]"], "list protonet too"),
+                           (["--set", "methods=[adapted,protonet,combined]"],
+                            "needs classes: heldout")):
+        assert _bench(synth_qa, tiny_adapter, tmp_path / "no", *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "no").exists()
