@@ -88,6 +88,50 @@ _TEMPLATE_PATTERNS: tuple[tuple[int, str], ...] = (
 )
 
 
+# Free-form questions mapped to the closest known question kind ("What rhythm is this?" ->
+# template 121): the wording the model is asked (the template's own, as it was trained on),
+# and words that identify the kind; the first kind whose words occur wins. Numeric features
+# named in a question map to template 126 ("what is the range of the <feature> ...").
+_CLOSEST_KINDS: tuple[tuple[int, str, str], ...] = (
+    (38, "what kind of extra systoles does this ecg show",
+     r"extra ?systol|ectopic|premature (beat|complex|contraction)"),
+    (32, "what kind of noise does this ecg show", r"\bnois|artefact|artifact"),
+    (122, "what kind of conduction disturbance does this ecg show",
+     r"conduction|\bblocks?\b|bundle branch|\bav\b"),
+    (125, "what is the heart axis of this ecg", r"\baxis\b"),
+    (127, "which numeric features of this ecg are out of the normal range",
+     r"\b(abnormal|out of (the )?normal range)\b"),
+    (121, "what kind of rhythm does this ecg show", r"\brhythm"),
+)
+_FEATURE_WORDS = {"rr interval": r"\brr\b|heart rate|\brate\b",
+                  "p duration": r"\bp(-| )wave duration|\bp duration",
+                  "pr interval": r"\bpr\b", "qrs duration": r"\bqrs\b",
+                  "qt corrected": r"\bqtc\b|corrected qt|qt corrected",
+                  "qt interval": r"\bqt\b"}
+
+
+def closest_kind(question: str) -> tuple[int, str] | None:
+    """The known question kind a free-form question is closest to: ``(template id, the
+    template's wording)``, or None when no kind's words occur in it."""
+    q = " ".join(question.lower().split()).rstrip("?.! ")
+    for feature, words in _FEATURE_WORDS.items():
+        if re.search(words, q):
+            return 126, f"what is the range of the {feature} of this ecg"
+    for tid, wording, words in _CLOSEST_KINDS:
+        if re.search(words, q):
+            return tid, wording
+    return None
+
+
+def what_can_be_asked() -> str:
+    """The answer to a question no known kind fits: what can be asked instead."""
+    kinds = "; ".join(f"{w}?" for _, w, _ in _CLOSEST_KINDS)
+    return ("I can only answer questions with known answer options: yes/no questions "
+            "(\"Does this ECG show atrial fibrillation?\"), choices (\"..., A or B?\"), the "
+            f"range of an interval (\"What is the range of the QRS duration of this ECG?\"), "
+            f"and: {kinds} (--generate answers other questions in free, unscored text)")
+
+
 class ChatError(EcgqaError):
     """A problem the user can fix (bad question, option or file); one line."""
 
@@ -101,16 +145,21 @@ class QuestionKind:
 
     Attributes:
         kind: ``yes/no``, ``choice`` (options listed in the question), ``template`` (an
-            ECG-QA query template with known answer classes) or ``open`` (generated).
+            ECG-QA query template with known answer classes, matched or the closest to a
+            free-form question) or ``open`` (no known kind: generated with ``--generate``,
+            else answered with what can be asked).
         options: the candidate answers of closed questions; empty for ``open``.
         template_id: the matched template of ``template`` questions.
         comparison: the question is about two ECGs.
+        asked_as: the template's wording the model is asked, when a free-form question was
+            mapped to its closest kind (None: the question as typed).
     """
 
     kind: str
     options: tuple[str, ...] = ()
     template_id: int | None = None
     comparison: bool = False
+    asked_as: str | None = None
 
 
 def classify_question(question: str, vocabulary: Sequence[str] = ()) -> QuestionKind:
@@ -123,7 +172,8 @@ def classify_question(question: str, vocabulary: Sequence[str] = ()) -> Question
 
     Returns:
         The kind and options, tried in this order: options listed in the question
-        ("..., A, B or C?"), a known query template, a yes/no question, else open.
+        ("..., A, B or C?"), a known query template, a yes/no question, the closest known
+        kind (:func:`closest_kind`, single-ECG questions), else open.
 
     Example:
         >>> classify_question("Which noise does this ECG show, baseline drift or static noise?")
@@ -144,6 +194,12 @@ def classify_question(question: str, vocabulary: Sequence[str] = ()) -> Question
         return QuestionKind("template", tpl.options, tid, comparison or tpl.comparison)
     if is_yes_no(text):
         return QuestionKind("yes/no", YES_NO, comparison=comparison)
+    near = None if comparison else closest_kind(text)
+    if near is not None:
+        from ecgqa.synth.questions import BY_ID
+
+        tid, wording = near
+        return QuestionKind("template", BY_ID[tid].options, tid, asked_as=wording + "?")
     return QuestionKind("open", comparison=comparison)
 
 
@@ -247,6 +303,7 @@ class Answer:
     leads: list[str] | None = None
     shots: dict | None = None
     modality: str = "signal"
+    asked_as: str | None = None
     disclaimer: str = DISCLAIMER
 
     def to_json(self) -> dict:
@@ -261,6 +318,8 @@ class Answer:
         lines = []
         if show_answer:
             lines.append(f"answer: {self.answer}")
+        if self.asked_as:
+            lines.append(f"  (asked as the known question: {self.asked_as})")
         if self.options:
             if self.answer == NOT_SURE:
                 lines.append(f"  (best option {self.options[0].text!r} has probability "
@@ -289,13 +348,14 @@ def decide(kind: QuestionKind, threshold: float, score, generate
         kind: from :func:`classify_question`.
         threshold: below this top-option probability the answer is ``"not sure"``.
         score: ``options -> probabilities`` (one per option, summing to 1); closed questions.
-        generate: ``() -> text``; open questions.
+        generate: ``() -> text`` for open questions, or None: they are answered with
+            :func:`what_can_be_asked` (nothing is generated).
 
     Returns:
         ``(answer, options most likely first, confidence)``; ``([], None)`` when open.
     """
     if not kind.options:
-        return generate(), [], None
+        return (what_can_be_asked() if generate is None else generate()), [], None
     probs = score(kind.options)
     options = sorted((Option(o, float(p)) for o, p in zip(kind.options, probs)),
                      key=lambda o: -o.prob)
@@ -380,10 +440,11 @@ class Session:
                  "default", *, shots: str | os.PathLike | None = None,
                  shots_records: str | os.PathLike | None = None,
                  max_shots: int = DEFAULT_MAX_SHOTS, threshold: float = DEFAULT_THRESHOLD,
-                 leads: str | None = None, status=None):
+                 leads: str | None = None, generate: bool = False, status=None):
         status = status or (lambda message: None)
         _check_options(records, threshold, max_shots)
         self.threshold = float(threshold)
+        self.generate_open = bool(generate)
         self.records = [read_record(p) for p in records]      # bad records fail first
         self.paths = [str(p) for p in records]
         self.adapter = str(adapter)
@@ -420,7 +481,8 @@ class Session:
         if kind.comparison and len(self.records) < 2:
             raise ChatError("this question compares two ECGs; give two records: "
                             "ecgqa chat --ecg FIRST --ecg SECOND")
-        sample = ChatSample(" ".join(question.split()), tuple(range(len(self.records))))
+        text = " ".join(question.split())
+        sample = ChatSample(kind.asked_as or text, tuple(range(len(self.records))))
         batch = self.model.make_batch([sample], self.signals, with_answers=False)
 
         def score(options):
@@ -432,11 +494,13 @@ class Session:
             streamer = _streamer(self.model.tokenizer, stream) if stream is not None else None
             return self.model.generate(batch, 0, streamer=streamer, projector=self.projector)
 
-        text, options, confidence = decide(kind, self.threshold, score, generate)
-        return Answer(question=sample.question, answer=text, kind=kind.kind, options=options,
+        answer, options, confidence = decide(kind, self.threshold, score,
+                                             generate if self.generate_open else None)
+        return Answer(question=text, answer=answer, kind=kind.kind, options=options,
                       confidence=confidence, threshold=self.threshold, records=self.paths,
                       adapter=self.adapter, leads=list(self.leads) if self.leads else None,
-                      shots=asdict(self.shots) if self.shots else None)
+                      shots=asdict(self.shots) if self.shots else None,
+                      asked_as=kind.asked_as)
 
     def set_leads(self, leads: str | None) -> tuple[str, ...] | None:
         """Let the model see only ``leads`` ("I,II", "limb"; None or "all": every lead).
@@ -849,12 +913,13 @@ class ImageSession:
 
     def __init__(self, adapter: str | os.PathLike, *, image: str | os.PathLike | None = None,
                  record: str | os.PathLike | None = None,
-                 threshold: float = DEFAULT_THRESHOLD, status=None):
+                 threshold: float = DEFAULT_THRESHOLD, generate: bool = False, status=None):
         status = status or (lambda message: None)
         if (image is None) == (record is None):
             raise ChatError("give one ECG: an image file or a record")
         _check_options([image if image is not None else record], threshold, DEFAULT_MAX_SHOTS)
         self.threshold = float(threshold)
+        self.generate_open = bool(generate)
         self.adapter = str(adapter)
         folder = _image_adapter_folder(adapter)
         self.paths = [str(image if image is not None else record)]
@@ -879,7 +944,8 @@ class ImageSession:
         if kind.comparison:
             raise ChatError("this question compares two ECGs; the image modality reads one "
                             "ECG (compare two with --modality signal: --ecg FIRST --ecg SECOND)")
-        text = " ".join(question.split())
+        typed = " ".join(question.split())
+        text = kind.asked_as or typed
 
         def score(options):
             probs = self.model.score_options([self.image], [text], [list(options)])  # (1, K)
@@ -889,10 +955,11 @@ class ImageSession:
             streamer = _streamer(self.model.tokenizer, stream) if stream is not None else None
             return self.model.generate(self.image, text, streamer=streamer)
 
-        answer, options, confidence = decide(kind, self.threshold, score, generate)
-        return Answer(question=text, answer=answer, kind=kind.kind, options=options,
+        answer, options, confidence = decide(kind, self.threshold, score,
+                                             generate if self.generate_open else None)
+        return Answer(question=typed, answer=answer, kind=kind.kind, options=options,
                       confidence=confidence, threshold=self.threshold, records=self.paths,
-                      adapter=self.adapter, modality=self.modality)
+                      adapter=self.adapter, modality=self.modality, asked_as=kind.asked_as)
 
     def set_leads(self, leads: str | None):
         raise ChatError("leads can be chosen on the signal only; the image model reads the "
@@ -1028,7 +1095,9 @@ class Spinner:
 HELP = """\
 Type a question about the ECG, e.g. "Does this ECG show sinus rhythm?"
   yes/no, "which ..., A or B?" and ECG-QA template questions are scored over their
-  options (probabilities shown); other questions are answered in free text.
+  options (probabilities shown); other questions are mapped to the closest known one
+  (rhythm, conduction, axis, intervals, rate, noise, extra systoles) and scored too, or
+  answered with what can be asked (free text only with --generate).
 commands:
   /plot [FILE]   write the 12-lead paper plot (default: RECORD.png here)
   /leads I,II    answer from these leads only (/leads all: every lead again)
@@ -1039,7 +1108,8 @@ commands:
 IMAGE_HELP = """\
 Type a question about the ECG image, e.g. "Does this ECG show sinus rhythm?"
   yes/no, "which ..., A or B?" and ECG-QA template questions are scored over their
-  options (probabilities shown); other questions are answered in free text.
+  options (probabilities shown); other questions are mapped to the closest known one
+  and scored too, or answered with what can be asked (free text only with --generate).
 commands:
   /plot [FILE]   write the image the model reads (an --ecg record drawn on ECG paper)
   /summary       the ECG's summary again
@@ -1108,7 +1178,7 @@ def _command(session: Session | ImageSession, line: str, out: TextIO) -> bool:
 def _print_answer(session: Session | ImageSession, question: str, out: TextIO) -> Answer:
     """Ask, streaming an open answer after "answer:", then print options and disclaimer."""
     kind = classify_question(question, session.vocabulary)
-    if kind.kind == "open":
+    if kind.kind == "open" and session.generate_open:
         out.write("answer:")
         out.flush()
         ans = session.ask(question, stream=out)
@@ -1135,11 +1205,13 @@ def run(args) -> int:
             image = getattr(args, "image", None)
             session = ImageSession(args.adapter, image=image[0] if image else None,
                                    record=None if image else args.ecg[0],
-                                   threshold=args.threshold, status=status)
+                                   threshold=args.threshold, generate=args.generate,
+                                   status=status)
         else:
             session = Session(args.ecg, args.adapter, shots=args.shots,
                               shots_records=args.records, max_shots=args.max_shots,
-                              threshold=args.threshold, leads=args.leads, status=status)
+                              threshold=args.threshold, leads=args.leads,
+                              generate=args.generate, status=status)
     if session.shots is not None:
         print(session.shots.format(), file=sys.stderr if args.json else sys.stdout)
     if args.question:

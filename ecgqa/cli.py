@@ -511,13 +511,15 @@ def _add_chat_parser(sub) -> None:
                        "rate, duration, heart rate and intervals, then answer questions typed "
                        "at the prompt with a meta-trained adapter. Yes/no, 'which ..., A or "
                        "B?' and ECG-QA template questions show the probability of each option "
-                       "(\"not sure\" below --threshold); other questions are answered in "
-                       "generated text, streamed. Commands: /plot, /leads I,II, /summary, "
-                       "/help, /quit. With a LoRA image adapter (ecgqa train-lora) the same "
-                       "questions are answered about a picture of one ECG: --image FILE (a "
-                       "photo, scan or rendered PNG/JPG), or --ecg RECORD --modality image (the "
-                       "record drawn as the adapter's training images). Research software, not "
-                       "a medical device.")
+                       "(\"not sure\" below --threshold); other questions are mapped to the "
+                       "closest known question (rhythm, conduction, axis, interval ranges, "
+                       "rate, noise, extra systoles) and scored the same way, or answered with "
+                       "what can be asked; free generated text only with --generate. "
+                       "Commands: /plot, /leads I,II, /summary, /help, /quit. With a LoRA "
+                       "image adapter (ecgqa train-lora) the same questions are answered "
+                       "about a picture of one ECG: --image FILE (a photo, scan or rendered "
+                       "PNG/JPG), or --ecg RECORD --modality image (the record drawn as the "
+                       "adapter's training images). Research software, not a medical device.")
     p.add_argument("--ecg", action="append", default=None, metavar="RECORD",
                    help="ECG record (x.hea, x.mat, x.dat or bare name x); give it twice, "
                    "--ecg FIRST --ecg SECOND, for comparison questions (signal modality)")
@@ -539,6 +541,10 @@ def _add_chat_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="P",
                    help="answer 'not sure' when the best option's probability is below P "
                    f"(default {DEFAULT_THRESHOLD})")
+    p.add_argument("--generate", action="store_true",
+                   help="answer questions that match no known question in free generated "
+                   "text, streamed (unscored; off by default: such questions are answered "
+                   "with what can be asked)")
     p.add_argument("--leads", default=None, metavar="LIST",
                    help="let the model see only these leads, e.g. 'I,II' or 'limb' "
                    "(default: all; /leads in the REPL; signal modality only)")

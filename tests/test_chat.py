@@ -85,6 +85,31 @@ def test_template_questions_take_the_templates_answer_classes():
         classify_question("  ? ")
 
 
+@pytest.mark.parametrize("question, tid, asked", [
+    ("What rhythm does this ECG show?", 121, "what kind of rhythm does this ecg show?"),
+    ("What is the rhythm?", 121, "what kind of rhythm does this ecg show?"),
+    ("Which conduction problem is there?", 122,
+     "what kind of conduction disturbance does this ecg show?"),
+    ("What about the axis", 125, "what is the heart axis of this ecg?"),
+    ("How long is the QRS?", 126, "what is the range of the qrs duration of this ecg?"),
+    ("What's the QTc like?", 126, "what is the range of the qt corrected of this ecg?"),
+    ("What is the heart rate?", 126, "what is the range of the rr interval of this ecg?"),
+    ("Which values are abnormal?", 127,
+     "which numeric features of this ecg are out of the normal range?"),
+    ("Any premature beats here?", 38, "what kind of extra systoles does this ecg show?"),
+])
+def test_free_questions_map_to_the_closest_known_question(question, tid, asked):
+    """The model is asked the known question's own wording and scores its options, so
+    a free-form question gets probabilities, never babble."""
+    from ecgqa.chat import match_template
+    from ecgqa.synth.questions import BY_ID
+
+    kind = classify_question(question)
+    assert (kind.kind, kind.template_id, kind.asked_as) == ("template", tid, asked)
+    assert kind.options == BY_ID[tid].options
+    assert match_template(asked) == tid or tid == 126 and "range of the" in asked
+
+
 # --------------------------------------------------------------------------- answers
 
 
@@ -119,11 +144,25 @@ def test_not_sure_below_the_threshold(tiny_adapter):
     assert "threshold" in b.format()
 
 
-def test_open_questions_are_generated_and_streamed(session):
+def test_open_questions_say_what_can_be_asked_unless_generation_is_asked_for(tiny_adapter,
+                                                                          session):
     out = io.StringIO()
     a = session.ask("Describe the T waves.", stream=out)
     assert a.kind == "open" and a.options == [] and a.confidence is None
-    assert out.getvalue().strip() == a.answer
+    assert out.getvalue() == "" and "what kind of rhythm does this ecg show?" in a.answer
+    gen = Session([ECG], tiny_adapter, generate=True)
+    b = gen.ask("Describe the T waves.", stream=out)
+    assert b.kind == "open" and out.getvalue().strip() == b.answer
+    assert "what kind of rhythm" not in b.answer
+
+
+def test_a_free_question_is_scored_as_its_closest_known_question(session):
+    a = session.ask("What rhythm does this ECG show?")
+    b = session.ask("What kind of rhythm does this ECG show?")
+    assert a.kind == "template" and a.asked_as == "what kind of rhythm does this ecg show?"
+    assert a.question == "What rhythm does this ECG show?" and b.asked_as is None
+    assert [(o.text, o.prob) for o in a.options] == [(o.text, o.prob) for o in b.options]
+    assert "asked as the known question" in a.format()
 
 
 def test_leads_mask_the_other_leads_and_change_the_answer(tiny_adapter):
@@ -190,7 +229,7 @@ def test_one_shot_json(tiny_adapter, capsys):
 
 def test_one_shot_text_ends_with_the_disclaimer(tiny_adapter, capsys):
     assert main(["chat", "--ecg", str(ECG), "--adapter", str(tiny_adapter),
-                 "--question", "Describe the T waves."]) == 0
+                 "--question", "Describe the T waves.", "--generate"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("answer:") and out.strip().splitlines()[-1] == DISCLAIMER
 
@@ -232,8 +271,8 @@ def test_the_repl_answers_plots_restricts_leads_and_survives_bad_commands(tiny_a
         child.expect(r"answer: (yes|no|not sure)")
         child.expect(DISCLAIMER)
         child.expect("ecg> ")
-        child.sendline("Describe the T waves.")           # open: generated, streamed
-        child.expect("answer:")
+        child.sendline("Describe the T waves.")           # open: what can be asked
+        child.expect("answer: I can only answer questions with known answer options")
         child.expect(DISCLAIMER)
         child.sendline("/plot")
         child.expect(r"wrote (\S+\.png)")

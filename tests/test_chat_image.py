@@ -112,9 +112,14 @@ def test_templates_open_questions_and_not_sure(image_adapter, ecg_png):
     s.threshold = min(1.0, t.confidence + 1e-3)
     assert s.ask("What kind of rhythm does this ECG show?").answer == NOT_SURE
     out = io.StringIO()
+    assert "I can only answer" in s.ask("Describe the T waves.", stream=out).answer
+    s.generate_open = True
     a = s.ask("Describe the T waves.", stream=out)
     assert a.kind == "open" and a.options == [] and a.confidence is None
     assert out.getvalue().strip() == a.answer
+    near = s.ask("What rhythm is this?")
+    assert near.asked_as == "what kind of rhythm does this ecg show?"
+    assert {o.text for o in near.options} == set(RHYTHMS)
 
 
 def test_one_shot_text_ends_with_the_disclaimer(image_adapter, ecg_png, capsys):
