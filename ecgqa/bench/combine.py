@@ -7,7 +7,9 @@ For one query with options ``o_1..o_k``::
     p(o_j)  = softmax(logit)_j
 
 ``score_protonet`` is minus the squared distance of the query's encoder features to the
-option's support prototype (:func:`ecgqa.bench.methods.protonet`). The weights are a
+option's support prototype (:func:`ecgqa.bench.methods.protonet`); an option the support
+set does not show has no prototype and is ruled out, as the prototype classifier rules it
+out (with answer-balanced episodes the support shows every way). The weights are a
 product of experts' exponents; they are fitted (``w >= 0``, minimum negative
 log-likelihood of the true option) on *calibration* episodes: the cell's shape, drawn from
 classes the cell never asks (the adapter's meta-training classes) with a different
@@ -48,16 +50,23 @@ class Weights:
 
 def _pairs(llm: Sequence[dict], proto: Sequence[dict]):
     """(log p_llm, prototype scores, true option index) of each calibration query whose
-    truth is among its options; both methods must list the same options."""
+    truth is among its options and has a prototype; both methods must list the same
+    options."""
     out = []
     for a, b in zip(llm, proto, strict=True):
         check_same_options(a, b)
         truth = [list(o) for o in a["options"]]
         if a["truth"] not in truth:
             continue
-        out.append((_log(a["probs"]), np.asarray(b["scores"], dtype=np.float64),
-                    truth.index(a["truth"])))
+        scores, t = _scores(b), truth.index(a["truth"])
+        if np.isfinite(scores[t]):           # else no weights could give the truth a chance
+            out.append((_log(a["probs"]), scores, t))
     return out
+
+
+def _scores(proto: dict) -> np.ndarray:
+    """The prototype scores of a record, -inf where an option has no prototype (None)."""
+    return np.array([-np.inf if v is None else v for v in proto["scores"]], dtype=np.float64)
 
 
 def check_same_options(a: dict, b: dict) -> None:
@@ -71,8 +80,9 @@ def _log(probs) -> np.ndarray:
 
 
 def _scale(pairs) -> float:
-    """Mean spread (max - min) of the prototype scores: they become O(1) after it."""
-    spread = [float(s.max() - s.min()) for _, s, _ in pairs if len(s) > 1]
+    """Mean spread (max - min) of the finite prototype scores: O(1) after dividing by it."""
+    spread = [float(f.max() - f.min()) for _, s, _ in pairs
+              for f in [s[np.isfinite(s)]] if len(f) > 1]
     value = float(np.mean(spread)) if spread else 0.0
     return value if value > 0 else 1.0
 
@@ -80,10 +90,20 @@ def _scale(pairs) -> float:
 def _nll(w: np.ndarray, pairs, scale: float) -> float:
     total = 0.0
     for lp, s, t in pairs:
-        z = w[0] * lp + w[1] * s / scale
-        z = z - z.max()
-        total -= z[t] - np.log(np.exp(z).sum())
+        total -= _log_softmax(_combine(lp, s, w[0], w[1], scale))[t]
     return total / len(pairs)
+
+
+def _combine(lp: np.ndarray, s: np.ndarray, w_llm: float, w_proto: float, scale: float
+             ) -> np.ndarray:
+    """The combined logits; options without a prototype are -inf."""
+    return np.where(np.isfinite(s), w_llm * lp + w_proto * np.where(np.isfinite(s), s, 0.0)
+                    / scale, -np.inf)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
 
 
 def fit(llm: Sequence[dict], proto: Sequence[dict], episodes: int) -> Weights:
@@ -114,9 +134,8 @@ def fit(llm: Sequence[dict], proto: Sequence[dict], episodes: int) -> Weights:
 def answer(llm: dict, proto: dict, w: Weights) -> dict:
     """The combined method's record of one query from the two methods' records."""
     check_same_options(llm, proto)
-    z = w.llm * _log(llm["probs"]) + w.proto * np.asarray(proto["scores"]) / w.scale
-    z = z - z.max()
-    probs = np.exp(z) / np.exp(z).sum()
+    probs = np.exp(_log_softmax(_combine(_log(llm["probs"]), _scores(proto), w.llm, w.proto,
+                                         w.scale)))
     j = int(np.argmax(probs))
     pred = list(llm["options"][j])
     return {"truth": llm["truth"], "options": llm["options"], "probs": [float(p) for p in probs],

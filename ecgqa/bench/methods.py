@@ -185,14 +185,14 @@ def _classify(ctx: Context, ep: Episode, fit) -> tuple[list[dict], dict]:
                     "correct": pred == truth, "confidence": float(np.max(probs)),
                     "text": None, "exact_match": None})
         if hasattr(predict, "scores"):           # the logits (the combined method uses them)
-            out[-1]["scores"] = [float(v) for v in predict.scores(z)[0]]
+            out[-1]["scores"] = [float(v) if np.isfinite(v) else None
+                                 for v in predict.scores(z)[0]]
     return out, {}
 
 
 class _Prototypes:
-    """Prototypical network: softmax over negative squared distances to class means (an
-    option no support sample shows scores a large negative number, not -inf, so that
-    combinations of scores stay finite)."""
+    """Prototypical network: softmax over negative squared distances to class means; an
+    option no support sample shows has no prototype (score -inf, probability 0)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, k: int):
         self.present = np.array([(y == c).any() for c in range(k)])
@@ -200,10 +200,9 @@ class _Prototypes:
                                  for c in range(k)])
 
     def scores(self, z: np.ndarray) -> np.ndarray:
-        """Minus the squared distance to each prototype ``(n, k)``."""
+        """Minus the squared distance to each prototype ``(n, k)`` (-inf: no prototype)."""
         d = ((z[:, None, :] - self.centres[None]) ** 2).sum(-1)
-        far = d[:, self.present].max(1, keepdims=True) * 2 + 1e6
-        return -np.where(self.present[None], d, far)
+        return np.where(self.present[None], -d, -np.inf)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.as_tensor(self.scores(z)), dim=-1).numpy()

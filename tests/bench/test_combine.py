@@ -66,3 +66,22 @@ def test_different_options_or_no_usable_query_are_errors():
     lost = {"truth": ["maybe"], "options": OPTIONS, "probs": [0.5, 0.5]}
     with pytest.raises(ValueError, match="no calibration query"):
         C.fit([lost], [{**lost, "scores": [0.0, 0.0]}], episodes=1)
+
+
+def test_an_option_without_a_prototype_is_ruled_out_and_does_not_set_the_scale():
+    """The prototype classifier gives an option no support sample shows probability 0
+    (score None in the record); the combination does too, whatever the LLM says, and the
+    scale comes from the finite scores alone."""
+    opts = [["a"], ["b"], ["c"]]
+    llm = [{"truth": ["a"], "options": opts, "probs": [0.2, 0.1, 0.7]},
+           {"truth": ["b"], "options": opts, "probs": [0.3, 0.3, 0.4]}]
+    proto = [{"truth": ["a"], "options": opts, "scores": [-1.0, -3.0, None]},
+             {"truth": ["b"], "options": opts, "scores": [-4.0, -2.0, None]}]
+    w = C.fit(llm, proto, episodes=1)
+    assert w.scale == pytest.approx(2.0) and np.isfinite(w.nll)
+    for a, b in zip(llm, proto):
+        got = C.answer(a, b, C.Weights(5.0, 0.1, w.scale, 0, 1, 1))
+        assert got["probs"][2] == 0.0 and got["pred"] != ["c"]
+    lost = [{"truth": ["c"], "options": opts, "probs": [0.2, 0.1, 0.7]}]
+    with pytest.raises(ValueError, match="no calibration query"):
+        C.fit(lost, [proto[0]], episodes=1)
