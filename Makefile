@@ -9,6 +9,7 @@ PIP    := $(PY) -m pip
 WHEELS := wheelhouse
 STAMP  := $(VENV)/.ecgqa-installed
 SHARED ?= ../shared/data/real
+PTBXL  ?= ../shared/data/ptbxl-zscore-250hz
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -31,14 +32,15 @@ $(STAMP): pyproject.toml constraints.txt $(WHEELS)/.learn2learn | $(PY)
 
 demo: $(STAMP)
 	@test -d $(SHARED) || { echo "demo: $(SHARED) not found (the team's shared real records)"; exit 2; }
+	@test -f $(PTBXL)/labels.csv || { echo "demo: $(PTBXL)/labels.csv not found (the shared PTB-XL records)"; exit 2; }
 	$(VENV)/bin/ecgqa info $(SHARED)/ptbxl/00001_lr.hea
 	$(VENV)/bin/ecgqa plot $(SHARED)/cinc2021/E07509.hea --out $(DEMO_OUT)/E07509.png
 	rm -rf $(DEMO_OUT)/meta
-	$(VENV)/bin/ecgqa train-meta --config configs/meta/default.yaml \
-	    data.qa=$(DEMO_OUT)/synth data.synth_n_ecgs=2000 train.init=default \
-	    train.out=$(DEMO_OUT)/meta train.steps=10 train.save_every=0 train.eval_every=0 \
-	    train.test_episodes=10
-	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/synth/, $(DEMO_OUT)/meta/ (adapter, test_results.json)"
+	$(VENV)/bin/ecgqa train-meta --config configs/meta/ptbxl.yaml \
+	    data.qa=$(DEMO_OUT)/ptbxl-qa data.labels=$(PTBXL)/labels.csv train.init=default \
+	    train.out=$(DEMO_OUT)/meta train.steps=10 train.save_every=0 train.eval_every=10 \
+	    train.eval_episodes=6 train.report_to=none
+	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/ptbxl-qa/ (questions on real PTB-XL records), $(DEMO_OUT)/meta/ (adapter, validation accuracy in its history)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -101,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
                                  f"{cfg.data.n_way}-way {cfg.data.k_shot}-shot)"), flush=True)
     folder = trainer.finish(results)
     if acc.is_main_process:
+        checks = [(h["step"], h["valid/option_accuracy"]) for h in trainer.history
+                  if "valid/option_accuracy" in h]
+        if checks:
+            print("meta-validation option accuracy (held-out classes, valid split): "
+                  + ", ".join(f"{v:.3f} at step {s}" for s, v in checks[-5:]), flush=True)
         last = trainer.history[-1] if trainer.history else {}
         print(f"{folder}: adapter after {trainer.step} steps"
               + (f"; last query loss {last['query_loss']:.4f}" if last else ""), flush=True)

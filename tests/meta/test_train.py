@@ -50,6 +50,14 @@ def test_tiny_config_runs_a_complete_meta_training(synth_qa, signal_cache_dir, t
     seconds = time.perf_counter() - t
     assert res.returncode == 0, res.stderr[-2000:]
     assert "meta-test" in res.stdout and "single-verify" in res.stdout
+    assert "support-majority answer (no ECG) on the first 200 meta-training episodes " \
+        "(ways: classes)" in res.stdout
+    history = json.loads((out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+                          .strip() / "state.json").read_text())["history"]
+    checked = [f"{h['valid/option_accuracy']:.3f} at step {h['step']}" for h in history
+               if "valid/option_accuracy" in h]
+    assert checked and "meta-validation option accuracy (held-out classes, valid split): " \
+        + ", ".join(checked) in res.stdout
     for name in ("config.yaml", "adapter/config.yaml", "adapter/projector.safetensors",
                  "adapter/meta.yaml", "test_results.json", "checkpoints/latest"):
         assert (out / name).is_file(), name

@@ -169,7 +169,9 @@ def test_comparison_questions_take_two_ecgs(model):
 @pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
 def test_answers_vocabulary_loss_is_the_softmax_over_the_answers_tokens(llm):
     """The "answers" loss equals a log-softmax over the full head's logits restricted to
-    the batch's answer tokens (the same products, float32: 64 u of the loss), is below the
+    the batch's answer tokens (float32; each logit is the same 64-term dot product, only
+    perhaps blocked otherwise, a few u, and the log-softmax over a few tokens adds a few
+    more: 64 u of the loss), is below the
     full-vocabulary loss (a smaller normaliser), and its gradient reaches the projector."""
     torch.manual_seed(3)
     m = EcgQaModel.build(_cfg(llm=llm))
