@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ecgqa.config import load_config
-from ecgqa.models.fusion import EcgQaModel, ModelConfig
+from ecgqa.models.fusion import LOSS_VOCABS, EcgQaModel, ModelConfig
 from ecgqa.models.llm import embedded_cache_dir
 from ecgqa.qa.ecgqa import QaSample
 from ecgqa.synth.ecg import sample_facts, synthesize
@@ -108,8 +108,8 @@ def main() -> int:
                     help="meta-learning algorithms to time per episode (none: skip)")
     ap.add_argument("--meta-only", action="store_true", help="time meta-training episodes only")
     ap.add_argument("--inner-lr", type=float, default=0.01, help="inner-loop rate (default 0.01)")
-    ap.add_argument("--inner-vocab", nargs="+", default=["full", "answers"],
-                    choices=["full", "answers"],
+    ap.add_argument("--inner-vocab", nargs="+", default=list(LOSS_VOCABS),
+                    choices=LOSS_VOCABS,
                     help="inner-loop loss vocabularies to time (meta.inner_vocab; default both)")
     args = ap.parse_args()
     if args.threads:

@@ -97,8 +97,10 @@ def _nll(w: np.ndarray, pairs, scale: float) -> float:
 def _combine(lp: np.ndarray, s: np.ndarray, w_llm: float, w_proto: float, scale: float
              ) -> np.ndarray:
     """The combined logits; options without a prototype are -inf."""
-    return np.where(np.isfinite(s), w_llm * lp + w_proto * np.where(np.isfinite(s), s, 0.0)
-                    / scale, -np.inf)
+    z = np.full(len(s), -np.inf)
+    has = np.isfinite(s)
+    z[has] = w_llm * lp[has] + w_proto * s[has] / scale
+    return z
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

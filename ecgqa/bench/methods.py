@@ -208,10 +208,6 @@ class _Prototypes:
         return torch.softmax(torch.as_tensor(self.scores(z)), dim=-1).numpy()
 
 
-def _prototypes(x: np.ndarray, y: np.ndarray, k: int) -> _Prototypes:
-    return _Prototypes(x, y, k)
-
-
 def _linear_probe(x: np.ndarray, y: np.ndarray, k: int):
     """L2-regularised logistic regression on standardised features (one class: certain)."""
     from sklearn.linear_model import LogisticRegression
@@ -234,7 +230,7 @@ def _linear_probe(x: np.ndarray, y: np.ndarray, k: int):
 
 def protonet(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:
     """Nearest answer prototype on the frozen encoder features."""
-    return _classify(ctx, ep, _prototypes)
+    return _classify(ctx, ep, _Prototypes)
 
 
 def linear_probe(ctx: Context, ep: Episode) -> tuple[list[dict], dict]:

@@ -272,16 +272,13 @@ def run_cell(cfg: SuiteConfig, cell: Cell, data: Prepared, ctx, bar) -> dict:
     names = [m for m in cfg.methods if m != "combined"]
     weights = None
     if "combined" in cfg.methods:
+        bar.set_postfix_str(f"combined: {cfg.calibration_episodes} calibration episodes")
         try:
-            if bar is not None:
-                bar.set_postfix_str(f"combined: {cfg.calibration_episodes} calibration "
-                                    "episodes")
             weights, fitted_on = _calibrate(cfg, cell, data, ctx)
             record["combined"] = {**weights.to_dict(), "calibration_sample_ids": fitted_on}
         except ValueError as err:               # no calibration episodes for this cell
             record["combined"] = {"skipped": str(err)}
             del record["methods"]["combined"]
-    if bar is not None:
         bar.set_postfix_str("")
     done = _run_methods(cfg, ctx, episodes, names, record, bar)
     if weights is not None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ecgqa.config import ConfigError, field, short
 from ecgqa.qa.ecgqa import QUESTION_TYPES
-from ecgqa.qa.episodes import answer_key, class_key, template_key
+from ecgqa.qa.episodes import WAYS, answer_key, class_key, template_key
 from ecgqa.records.leads import LEAD_SUBSETS, STANDARD_LEADS, is_standard_lead, parse_leads
 
 METHODS = ("adapted", "combined", "no_adaptation", "zero_shot_text", "in_context", "protonet",
@@ -173,7 +173,7 @@ def validate(cfg: SuiteConfig) -> None:
     choices = (("classes", cfg.classes, ("heldout", "all")),
                ("class_by", cfg.class_by, tuple(CLASS_KEYS)),
                ("options", cfg.options, ("template", "support")),
-               ("ways", cfg.ways, ("answers", "classes")),
+               ("ways", cfg.ways, WAYS),
                ("holdout_by", cfg.holdout_by, ("attribute", "template")))
     for name, value, allowed in choices:
         if value not in allowed:

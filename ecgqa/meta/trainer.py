@@ -28,6 +28,7 @@ from ecgqa.meta.checkpoint import latest_checkpoint, load_checkpoint, save_check
 from ecgqa.meta.data import DataConfig, MetaData, ensure_data, load_meta_data
 from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
 from ecgqa.models.fusion import LOSS_VOCABS, ModelConfig
+from ecgqa.qa.episodes import WAYS
 from ecgqa.registry import META_ALGOS
 from ecgqa.trainrun import (
     flat_gradients,
@@ -88,8 +89,8 @@ def validate(cfg: TrainMetaConfig) -> None:
         raise ConfigError("meta.first_order false contradicts fomaml; use meta.algorithm maml")
     if d.holdout_by not in ("attribute", "template"):
         raise ConfigError("data.holdout_by must be attribute or template")
-    if d.ways not in ("answers", "classes"):
-        raise ConfigError(f"data.ways {d.ways!r} is not one of answers, classes")
+    if d.ways not in WAYS:
+        raise ConfigError(f"data.ways {d.ways!r} is not one of {', '.join(WAYS)}")
 
 
 

@@ -34,6 +34,10 @@ from ecgqa.qa.ecgqa import QaSample
 
 ClassKey = tuple[int, tuple[str, ...], tuple[str, ...]]
 
+WAYS = ("answers", "classes")
+"""What the ways of an episode are: answers to one question (``same_question``) or any
+classes of a question type (the meta-training ``data.ways`` and the bench's ``ways``)."""
+
 
 def class_key(sample: QaSample) -> ClassKey:
     """``(template_id, attribute, answer)`` of a sample; list order does not matter."""
