@@ -15,9 +15,9 @@ One row per measure, with peak RSS:
 
 - one meta-training episode (5-way 5-shot, 1 query per class, 5 inner steps on the 25
   support questions with the prefix cache, then the query loss and the outer backward)
-  for first-order MAML and for second-order MAML, with the peak RSS after each; for
-  first-order MAML also as before the prefix of each distinct question was computed once
-  (every prompt's prefix computed: the same numbers), timed in the same run.
+  for first-order MAML and for second-order MAML, with the peak RSS after each; per
+  algorithm one row per inner-loop loss vocabulary (``meta.inner_vocab``), timed in turns
+  in the same run (``--repeat`` rounds, the median).
 
 Targets (2 cores): cold start <= 10 s, <= 1 s per answer, support fwd+bwd <= 2 s,
 <= 3 s per FOMAML episode, <= 2.5 GB peak RSS for FOMAML.
@@ -110,7 +110,10 @@ def main() -> int:
     ap.add_argument("--inner-lr", type=float, default=0.01, help="inner-loop rate (default 0.01)")
     ap.add_argument("--inner-vocab", nargs="+", default=list(LOSS_VOCABS),
                     choices=LOSS_VOCABS,
-                    help="inner-loop loss vocabularies to time (meta.inner_vocab; default both)")
+                    help="inner-loop loss vocabularies to time (meta.inner_vocab; default all)")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed meta-training episodes per row, taken in turns with the other "
+                         "rows after one warm-up each; the median is printed (default 5)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,6 +154,10 @@ def _episode(n_way: int = 5, k_shot: int = 5, q_query: int = 1):
 
 
 def _bench_meta(cfg: ModelConfig, args) -> None:
+    """Per algorithm, its inner vocabularies timed in turns: a warm-up of each, then
+    ``args.repeat`` rounds of one episode per vocabulary, so a slow spell of the machine
+    falls on all of them alike; the median per row. Algorithms run one after the other, so
+    the peak RSS printed after each is its own (first-order MAML first)."""
     from ecgqa.meta.algorithms import build_algorithm
     from ecgqa.meta.loop import MetaConfig, task_loss
 
@@ -161,6 +168,7 @@ def _bench_meta(cfg: ModelConfig, args) -> None:
     model.make_batch(list(episode.support) + list(episode.query), signals)   # features cached
     for name in args.meta:
         algo = build_algorithm(name, model.projector, args.inner_lr)
+        steps = {}
         for vocab in args.inner_vocab:
             meta = MetaConfig(algorithm=name, inner_lr=args.inner_lr, inner_steps=5,
                               inner_vocab=vocab)
@@ -170,8 +178,18 @@ def _bench_meta(cfg: ModelConfig, args) -> None:
                 loss, _ = task_loss(model, algo, episode, signals, meta)
                 loss.backward()
 
+            steps[vocab] = step
+        for step in steps.values():
+            step()                                                        # warm-up
+        times = {vocab: [] for vocab in steps}
+        for _ in range(args.repeat):
+            for vocab, step in steps.items():
+                t = time.perf_counter()
+                step()
+                times[vocab].append(time.perf_counter() - t)
+        for vocab, ts in times.items():
             _row(f"meta-training episode, {name}, inner loss over {vocab} vocabulary "
-                 "(5-way 5-shot, 5 inner steps)", _timed(step, repeat=2),
+                 "(5-way 5-shot, 5 inner steps)", float(np.median(ts)),
                  "<= 3 s" if name == "fomaml" else "")
 
 

@@ -49,10 +49,12 @@ class MetaConfig:
                                "across inner steps")
     grad_clip: float = field(1.0, help="clip the outer gradient norm (0: off)")
     inner_vocab: str = field("full", help="vocabulary of the inner-loop (support) loss: "
-                             "full (the LLM's whole softmax) or answers (softmax over the "
+                             "full (the LLM's whole softmax), answers (softmax over the "
                              "support answers' tokens only: no full LM head in the inner "
-                             "loop; the outer query loss always uses full); also used when "
-                             "the adapter adapts at test time")
+                             "loop) or top (over those and each answer position's 64 most "
+                             "likely tokens: the head runs forward once, without a graph); "
+                             "the outer query loss always uses full; also used when the "
+                             "adapter adapts at test time")
 
     @property
     def eval_steps(self) -> int:

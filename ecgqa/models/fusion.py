@@ -48,9 +48,16 @@ from ecgqa.qa.collate import (
 FORMAT_VERSION = 1
 
 #: Vocabularies a teacher-forced loss can normalise over: "full" (the LLM's whole head;
-#: the honest likelihood) or "answers" (only the token ids the batch's answers use, so
-#: the head's cost vanishes: a 262k-wide product becomes a few dozen columns).
-LOSS_VOCABS = ("full", "answers")
+#: the honest likelihood), "answers" (only the token ids the batch's answers use, so the
+#: head's cost vanishes: a 262k-wide product becomes a few dozen columns) or "top" (the
+#: answers' tokens and every answer position's :data:`TOP_TOKENS` most likely tokens: the
+#: head runs forward once without a graph to rank them, and the softmax and its backward
+#: cover a few thousand columns; the tokens that compete with the answer are still pushed
+#: down, which "answers" never does).
+LOSS_VOCABS = ("full", "answers", "top")
+
+#: Most likely tokens per answer position that the "top" vocabulary keeps.
+TOP_TOKENS = 64
 
 
 class SavedModelError(EcgqaError):
@@ -403,13 +410,21 @@ class EcgQaModel(nn.Module):
     def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor,
                          vocab: str = "full") -> torch.Tensor:
         """log p(target) of ``hidden`` ``(N, d)`` rows; ``vocab`` "answers" normalises over
-        the tokens of ``targets`` alone (see :data:`LOSS_VOCABS`). ``(N,)``"""
+        the tokens of ``targets`` alone, "top" over those and each row's :data:`TOP_TOKENS`
+        most likely tokens (see :data:`LOSS_VOCABS`). ``(N,)``"""
         if vocab == "full":
             logp = torch.log_softmax(self._logits(hidden), dim=-1)        # (N, V)
             return logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-        if vocab != "answers":
+        if vocab not in LOSS_VOCABS:
             raise ValueError(f"vocab {vocab!r} is not one of {LOSS_VOCABS}")
-        ids, local = torch.unique(targets, return_inverse=True)          # (v,), (N,)
+        keep = targets
+        if vocab == "top":
+            with torch.no_grad():       # ranked in the head's dtype; softcap keeps the order
+                logits = self.llm.get_output_embeddings()(hidden.detach())  # (N, V)
+                top = logits.topk(min(TOP_TOKENS, logits.shape[-1]), dim=-1).indices
+            keep = torch.cat([targets, top.flatten()])                      # (N + N k,)
+        ids, inverse = torch.unique(keep, return_inverse=True)           # (v,), (N [+ N k],)
+        local = inverse[: targets.numel()]
         logp = torch.log_softmax(self._logits(hidden, ids), dim=-1)       # (N, v)
         return logp.gather(1, local.unsqueeze(1)).squeeze(1)
 
@@ -423,7 +438,8 @@ class EcgQaModel(nn.Module):
             projector: an adapted stand-in for the projector (see :meth:`ecg_tokens`).
             vocab: "full": softmax over the LLM's whole vocabulary; "answers": over the
                 tokens of the batch's answers only (the inner loop's cheap loss: no
-                262k-wide head; see :data:`LOSS_VOCABS`).
+                262k-wide head); "top": over those and each answer position's most likely
+                tokens (see :data:`LOSS_VOCABS`).
         """
         self._check_trainable()
         logp, _ = self._answer_logprobs(batch, self.ecg_tokens(batch.feats, projector), prefix,
@@ -459,7 +475,7 @@ class EcgQaModel(nn.Module):
         Each group's loss is computed as :meth:`loss` computes it for the group alone, on
         more rows: the same numbers where every group's prompts have the same shapes as
         the others' (no padding is added; the bench batches only such episodes). With
-        ``vocab`` "answers", each group's softmax runs over its own answers' tokens.
+        ``vocab`` "answers" or "top", each group's softmax runs over its own tokens.
 
         Args:
             batch: the groups' samples, group after group.

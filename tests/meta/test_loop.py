@@ -43,13 +43,15 @@ def _episode(first: int, attr: str) -> Episode:
 
 
 @pytest.mark.parametrize("algorithm, vocab", [("fomaml", "full"), ("metasgd", "full"),
-                                              ("anil", "full"), ("fomaml", "answers")])
+                                              ("anil", "full"), ("fomaml", "answers"),
+                                              ("fomaml", "top")])
 @pytest.mark.parametrize("prefix", [False, True])
 def test_episodes_adapted_together_equal_each_adapted_alone(algorithm, vocab, prefix):
     """bfloat16 (the embedded Gemma's dtype): each episode's loss and its gradient are
     computed on more rows of the same products, which compute a row the same whatever the
     other rows are, so the adapted projectors are equal bit for bit (with the "answers"
-    loss too: each episode's head columns are its own answers' tokens)."""
+    loss too: each episode's head columns are its own answers' tokens; with "top", also
+    its own rows' most likely tokens)."""
     m = _model("bfloat16")
     algo = build_algorithm(algorithm, m.projector, 0.5)
     eps = [_episode(10 * e, "atrial fibrillation") for e in range(3)]

@@ -281,7 +281,7 @@ def test_a_run_starts_from_a_saved_adapter(synth_qa, signal_cache_dir, tmp_path)
 @pytest.mark.parametrize("extra, message", [
     (["meta.algorithm=reptile"], "meta.algorithm 'reptile'"),
     (["meta.inner_lr=-1"], "must be > 0"),
-    (["meta.inner_vocab=support"], "meta.inner_vocab 'support' is not one of full, answers"),
+    (["meta.inner_vocab=support"], "meta.inner_vocab 'support' is not one of full, answers, top"),
     (["data.qa=/nonexistent/qa", "data.synth_n_ecgs=0"], "/nonexistent/qa"),
     (["train.report_to=mlflow"], "train.report_to 'mlflow'"),
     (["data.n_way=50", "data.ways=classes"], "no question type has 50 meta-train classes"),

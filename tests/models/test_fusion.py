@@ -199,6 +199,40 @@ def test_answers_vocabulary_loss_is_the_softmax_over_the_answers_tokens(llm):
 
 
 @pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
+def test_top_vocabulary_loss_is_the_softmax_over_answers_and_likely_tokens(llm, monkeypatch):
+    """The "top" loss is a log-softmax over the answer tokens and each answer position's
+    TOP_TOKENS highest logits (ranked here from the float32 logits the head gives; the
+    same products as the loss's, 64 u as in the "answers" test); it lies between the
+    "answers" loss and the full one (its normaliser covers more tokens than the one and
+    fewer than the other), and with every token kept it is the full loss."""
+    import ecgqa.models.fusion as fusion
+
+    torch.manual_seed(4)
+    m = EcgQaModel.build(_cfg(llm=llm))
+    batch = m.make_batch([_q(0), _q(1, answer=("yes",), ecgs=(2,)),
+                          _q(2, question="what is the heart axis of this ecg?",
+                             answer=("normal heart axis",), ecgs=(3,))], _Signals())
+    monkeypatch.setattr(fusion, "TOP_TOKENS", 3)
+    emb, att, tgt = m.splice(batch, m.ecg_tokens(batch.feats))
+    with torch.no_grad():
+        hidden = m._body()(inputs_embeds=emb, attention_mask=att).last_hidden_state
+        where = tgt != -100
+        logits = m._logits(hidden[where])                                 # (N, V)
+        ids = torch.unique(torch.cat([tgt[where], logits.topk(3, -1).indices.flatten()]))
+        assert len(torch.unique(tgt[where])) < len(ids) < logits.shape[1]
+        local = torch.searchsorted(ids, tgt[where])
+        ref = -torch.log_softmax(logits[:, ids], -1).gather(1, local[:, None]).mean()
+    got = m.loss(batch, vocab="top")
+    assert_fp32_close(got.detach(), ref, 64)
+    full = m.loss(batch).detach()
+    assert float(m.loss(batch, vocab="answers").detach()) < float(got.detach()) < float(full)
+    got.backward()
+    assert any(float(p.grad.abs().max()) > 0 for p in m.projector.parameters())
+    monkeypatch.setattr(fusion, "TOP_TOKENS", logits.shape[1])
+    assert_fp32_close(m.loss(batch, vocab="top").detach(), full, 64)
+
+
+@pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
 def test_reused_prefix_cache_gives_the_same_loss_and_gradients(llm):
     torch.manual_seed(2)
     m = EcgQaModel.build(_cfg(llm=llm))

@@ -361,7 +361,7 @@ def test_bad_saved_model_configs_are_refused_before_anything_big_is_built(adapte
     ("", "expected a mapping 'meta'"), ("meta: 3\n", "expected a mapping 'meta'"),
     ("meta:\n  algorithm: nope\n", "not one of"), ("meta:\n  inner_lr: -1\n", "inner_lr"),
     ("meta:\n  inner_lr: .nan\n", "finite"), ("meta: [\n", "invalid YAML"),
-    ("meta:\n  inner_vocab: support\n", "inner_vocab 'support' is not one of full, answers"),
+    ("meta:\n  inner_vocab: support\n", "inner_vocab 'support' is not one of full, answers, top"),
 ])
 def test_bad_meta_yaml_is_an_adapter_error(adapter, text, match):
     from ecgqa.meta.adapter import AdapterError, load_adapter, load_meta_config
