@@ -182,6 +182,18 @@ def cmd_data_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_merge(args: argparse.Namespace) -> int:
+    """Several QA folders as one (real and synthetic questions together)."""
+    from ecgqa.qa.merge import merge_qa
+
+    summary = merge_qa(args.folders, args.out)
+    q = summary.questions
+    print(f"{summary.out}: {summary.records} records; questions "
+          f"{', '.join(f'{s} {n}' for s, n in q.items())}; ECG-id offsets "
+          f"{', '.join(f'{src} +{off}' for src, off in summary.offsets.items())}")
+    return 0
+
+
 def cmd_data_index(args: argparse.Namespace) -> int:
     """Records index of the PTB-XL records under some folders."""
     from ecgqa.qa.ecgqa import EcgQaError
@@ -437,6 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_labels)
+
+    p = dsub.add_parser("merge", help="merge QA folders into one (e.g. PTB-XL label questions "
+                        "and synthetic ones)",
+                        description="Write one ECG-QA-schema folder holding the questions, "
+                        "split lists and records of two or more QA folders (from `ecgqa data "
+                        "synth`, `ecgqa data labels` or an ECG-QA release's template version), "
+                        "so train-meta, bench and data stats read them together. ECG ids of "
+                        "each later folder are shifted past the earlier ones (sources.json "
+                        "lists the offsets); sample ids are renumbered; a template id two "
+                        "folders share must be the same kind of question. Every source is "
+                        "checked before anything is written; the output appears atomically.")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="QA folders to merge (two or "
+                   "more), each with answers.csv and records_index.csv; the first keeps its "
+                   "ECG ids")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.set_defaults(func=cmd_data_merge)
 
     p = dsub.add_parser("index", help="write a records index of PTB-XL records found in folders",
                         description="Scan folders for records whose names carry a PTB-XL "

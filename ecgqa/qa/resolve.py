@@ -67,6 +67,11 @@ class RecordsIndex(RecordResolver):
     def ids(self) -> list[int]:
         return sorted(self._paths)
 
+    def raw_path(self, ecg_id: int) -> Path:
+        """The listed path of ``ecg_id`` (resolved against the CSV's folder), whether or not
+        the record is there."""
+        return self._paths[int(ecg_id)]
+
     def path(self, ecg_id: int) -> Path | None:
         p = self._paths.get(int(ecg_id))
         return p if p is not None and _record_exists(p) else None
