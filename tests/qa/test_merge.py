@@ -56,8 +56,10 @@ def test_merged_folder_holds_both_sources_with_their_records(ptbxl_small, synth_
     offset = json.loads((out / "sources.json").read_text())[1]["ecg_id_offset"]
     index = RecordsIndex(ptbxl_small / "records_index.csv")
     assert offset > max(index.ids())
-    key = (lambda s, shift=0: (s.split, s.template_id, s.question, s.answer,
-                               tuple(e + shift for e in s.ecg_ids)))
+
+    def key(s, shift=0):
+        return s.split, s.template_id, s.question, s.answer, tuple(e + shift for e in s.ecg_ids)
+
     assert sorted(map(key, merged.samples)) == sorted([*map(key, real.samples),
                                                        *(key(s, offset) for s in synth.samples)])
     index_m = RecordsIndex(out / "records_index.csv")
