@@ -16,8 +16,9 @@ One row per measure, with peak RSS:
 - one meta-training episode (5-way 5-shot, 1 query per class, 5 inner steps on the 25
   support questions with the prefix cache, then the query loss and the outer backward)
   for first-order MAML and for second-order MAML, with the peak RSS after each; per
-  algorithm one row per inner-loop loss vocabulary (``meta.inner_vocab``), timed in turns
-  in the same run (``--repeat`` rounds, the median).
+  algorithm one row per inner-loop loss vocabulary (``meta.inner_vocab``) and, with
+  ``--measurements off on``, without and with the measured values in the prompt, timed in
+  turns in the same run (``--repeat`` rounds, the median).
 
 Targets (2 cores): cold start <= 10 s, <= 1 s per answer, support fwd+bwd <= 2 s,
 <= 3 s per FOMAML episode, <= 2.5 GB peak RSS for FOMAML.
@@ -111,6 +112,9 @@ def main() -> int:
     ap.add_argument("--inner-vocab", nargs="+", default=list(LOSS_VOCABS),
                     choices=LOSS_VOCABS,
                     help="inner-loop loss vocabularies to time (meta.inner_vocab; default all)")
+    ap.add_argument("--measurements", nargs="+", default=["off"], choices=("off", "on"),
+                    help="meta-training rows without and/or with the measured values in the "
+                         "prompt (model.measurements; default off)")
     ap.add_argument("--repeat", type=int, default=5,
                     help="timed meta-training episodes per row, taken in turns with the other "
                          "rows after one warm-up each; the median is printed (default 5)")
@@ -170,26 +174,30 @@ def _bench_meta(cfg: ModelConfig, args) -> None:
         algo = build_algorithm(name, model.projector, args.inner_lr)
         steps = {}
         for vocab in args.inner_vocab:
-            meta = MetaConfig(algorithm=name, inner_lr=args.inner_lr, inner_steps=5,
-                              inner_vocab=vocab)
+            for measured in args.measurements:
+                meta = MetaConfig(algorithm=name, inner_lr=args.inner_lr, inner_steps=5,
+                                  inner_vocab=vocab)
+                cfg_now = dataclasses.replace(model.cfg, measurements=measured == "on")
 
-            def step(algo=algo, meta=meta):
-                model.zero_grad()
-                loss, _ = task_loss(model, algo, episode, signals, meta)
-                loss.backward()
+                def step(algo=algo, meta=meta, cfg_now=cfg_now):
+                    model.cfg = cfg_now          # the prompt with or without measured values
+                    model.zero_grad()
+                    loss, _ = task_loss(model, algo, episode, signals, meta)
+                    loss.backward()
 
-            steps[vocab] = step
+                steps[vocab, measured] = step
         for step in steps.values():
             step()                                                        # warm-up
-        times = {vocab: [] for vocab in steps}
+        times = {key: [] for key in steps}
         for _ in range(args.repeat):
-            for vocab, step in steps.items():
+            for key, step in steps.items():
                 t = time.perf_counter()
                 step()
-                times[vocab].append(time.perf_counter() - t)
-        for vocab, ts in times.items():
-            _row(f"meta-training episode, {name}, inner loss over {vocab} vocabulary "
-                 "(5-way 5-shot, 5 inner steps)", float(np.median(ts)),
+                times[key].append(time.perf_counter() - t)
+        for (vocab, measured), ts in times.items():
+            with_values = ", measured values in the prompt" if measured == "on" else ""
+            _row(f"meta-training episode, {name}, inner loss over {vocab} vocabulary"
+                 f"{with_values} (5-way 5-shot, 5 inner steps)", float(np.median(ts)),
                  "<= 3 s" if name == "fomaml" else "")
 
 

@@ -33,7 +33,7 @@ import torch
 from ecgqa.bench import methods as M
 from ecgqa.meta.loop import adapt_to_supports, answer_terms, query_result
 from ecgqa.models.answering import answer_batch, stack_batches, token_hits
-from ecgqa.qa.collate import encode_answer, encode_sample
+from ecgqa.qa.collate import encode_answer
 from ecgqa.qa.episodes import Episode
 
 BLOCK = 8
@@ -63,7 +63,7 @@ def shape_key(ctx: M.Context, ep: Episode) -> tuple:
     m = ctx.model
 
     def lengths(s) -> tuple:
-        enc = encode_sample(m.template, m.tokenizer, s.question, len(s.ecg_ids), s.answer)
+        enc = m.encode_sample(s, ctx.signals)
         return (len(enc.pieces[0]), sum(len(p) for p in enc.pieces), len(enc.answer),
                 len(s.ecg_ids))
 

@@ -140,9 +140,11 @@ def in_context_prompts(ctx: Context, ep: Episode) -> tuple[Batch, list[int]]:
     for q in ep.query:
         examples = template_pool(ep, q)
         while True:
+            measured = ([m.measured(s.ecg_ids, ctx.signals) for s in [*examples, q]]
+                        if m.cfg.measurements else None)
             enc = encode_in_context(m.template, m.tokenizer,
                                     [(s.question, len(s.ecg_ids), s.answer) for s in examples],
-                                    q.question, len(q.ecg_ids))
+                                    q.question, len(q.ecg_ids), measured)
             ecgs = [r for s in examples for r in rows[s]] + list(rows[q])
             if _length(enc, ecgs, m.cfg.n_ecg_tokens) <= budget or not examples:
                 break

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +41,7 @@ from ecgqa.qa.collate import (
     LAYOUTS,
     MARKER,
     Encoded,
+    PromptError,
     PromptTemplate,
     encode_answer,
     encode_sample,
@@ -79,6 +81,9 @@ class ModelConfig:
     score_normalise: str = field("mean", help="option scores: mean (length-normalised) or sum "
                                  "of token log-probabilities")
     max_new_tokens: int = field(24, help="generation length limit")
+    measurements: bool = field(False, help="write each ECG's measured heart rate, RR, PR, QRS, "
+                               "QT and QTc (ecgqa.records.measure, on the model-ready signal, "
+                               "once per record) into the prompt's {measured} slot")
 
 
 @dataclass
@@ -141,8 +146,12 @@ class EcgQaModel(nn.Module):
         # the cache keyword: ``cache`` in newer transformers, ``past_key_values`` before
         params = inspect.signature(self._body().forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        # encoder features per signal source and ecg id (the encoder is frozen)
+        if cfg.measurements and not template.has_measured:
+            raise PromptError("measurements: true needs a prompt with a {measured} slot in "
+                              "both layouts (prompts/qa.yaml has one)")
+        # encoder features and measurements per signal source and ecg id (both fixed)
         self._feature_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._measure_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ construction
 
@@ -221,14 +230,31 @@ class EcgQaModel(nn.Module):
             cache[i] = self._encode_record(i, signals)
         row = {i: k for k, i in enumerate(ids)}
         feats = torch.stack([cache[i] for i in ids])                    # (E, n, d_enc)
-        encoded = [encode_sample(self.template, self.tokenizer, s.question, len(s.ecg_ids),
-                                 s.answer if with_answers else None) for s in samples]
+        encoded = [self.encode_sample(s, signals, with_answers) for s in samples]
         return Batch(encoded, feats, [tuple(row[i] for i in s.ecg_ids) for s in samples])
+
+    def encode_sample(self, sample, signals, with_answers: bool = True) -> Encoded:
+        """The prompt (and answer) tokens of one QaSample-like ``sample``; with
+        ``measurements``, its ECGs' measured values are in the prompt."""
+        return encode_sample(self.template, self.tokenizer, sample.question,
+                             len(sample.ecg_ids), sample.answer if with_answers else None,
+                             self.measured(sample.ecg_ids, signals))
+
+    def measured(self, ecg_ids: Sequence[int], signals) -> list[dict] | None:
+        """Each ECG's ``Measurements.as_dict()`` (cached per signal source and ecg id), or
+        None when the model does not put measurements in its prompts."""
+        if not self.cfg.measurements:
+            return None
+        cache = self._cache_of(self._measure_cache, signals)
+        for i in (i for i in ecg_ids if i not in cache):
+            cache[i] = self._measure_record(i, signals)
+        return [cache[i] for i in ecg_ids]
 
     def encode_records(self, ecg_ids: Iterable[int], signals, progress: bool = False,
                        desc: str = "encoding ECGs") -> int:
         """Read and encode, up front, the ECGs of ``ecg_ids`` that :meth:`make_batch` has not
-        encoded yet for ``signals`` (the same features it would compute on first use).
+        encoded yet for ``signals`` (the same features it would compute on first use; with
+        ``measurements``, also their measurements).
 
         A training or benchmark run calls it before its first step, so that no step pays
         for first reads and encodings. Returns how many ECGs were encoded.
@@ -239,7 +265,22 @@ class EcgQaModel(nn.Module):
         todo = sorted({int(i) for i in ecg_ids} - set(cache))
         for i in tqdm(todo, desc=desc, unit="ecg", disable=not progress, leave=False):
             cache[i] = self._encode_record(i, signals)
+            self.measured((i,), signals)
         return len(todo)
+
+    def _measure_record(self, ecg_id: int, signals) -> dict:
+        """Measurements of one ECG's model-ready signal (the encoder's leads, rate and
+        duration). Its units are not known here (a source may be z-scored), so it is
+        measured as normalised units: no QRS axis."""
+        from ecgqa.records.measure import measure
+        from ecgqa.records.read import EcgRecord
+
+        sig, mask = signals.get(ecg_id)
+        spec = self.encoder.input_spec
+        rec = EcgRecord(signal=np.asarray(sig, dtype=np.float32), fs=float(spec.fs),
+                        leads=tuple(spec.leads), lead_mask=np.asarray(mask, dtype=bool),
+                        units="NU")
+        return measure(rec).as_dict()
 
     @torch.no_grad()
     def _encode_record(self, ecg_id: int, signals) -> torch.Tensor:
@@ -256,8 +297,12 @@ class EcgQaModel(nn.Module):
         return self.encode_ecg(x, m)[0]                                  # (n, d_enc)
 
     def _features_of(self, signals) -> dict:
+        return self._cache_of(self._feature_cache, signals)
+
+    @staticmethod
+    def _cache_of(store: weakref.WeakKeyDictionary, signals) -> dict:
         try:
-            return self._feature_cache.setdefault(signals, {})
+            return store.setdefault(signals, {})
         except TypeError:                        # not weak-referenceable: no caching
             return {}
 
@@ -335,10 +380,37 @@ class EcgQaModel(nn.Module):
             if caches[0] is not None:
                 return PrefixCache(stack_rows(caches, rows.tolist() if rows is not None
                                               else range(len(firsts))), mask, mask.sum(1))
+        heads = [tuple(e.pieces[0][: e.shared]) for e in batch.encoded]
+        if dedupe and all(e.shared for e in batch.encoded) and len(set(heads)) < len(heads):
+            two = self._two_level_prefix(heads, [f[len(h):] for f, h in zip(firsts, heads)])
+            if two is not None:
+                return two
         cache = self._prefix_forward(unique, width)
         if rows is not None:
             cache = select_rows(cache, rows) if supports_row_copies(cache) \
                 else self._prefix_forward(firsts, width)
+        return PrefixCache(cache, mask, mask.sum(1))
+
+    def _two_level_prefix(self, heads: list[tuple[int, ...]], tails: list[tuple[int, ...]]
+                          ) -> PrefixCache | None:
+        """The prefix cache of first pieces ``head + tail`` whose heads (the question) repeat
+        and whose tails (each record's measured values) do not: each distinct head once,
+        copied to its rows, then every row's tail on top of it in one call. Holes where a
+        row's head or tail is shorter than the widest are masked out, and positions are
+        explicit, so the numbers are those of each whole first piece. None when this LLM's
+        cache cannot be copied by rows."""
+        unique = list(dict.fromkeys(heads))
+        width_h = max(len(h) for h in unique)
+        cache = self._prefix_forward(unique, width_h)
+        if not supports_row_copies(cache):
+            return None
+        cache = select_rows(cache, torch.tensor([unique.index(h) for h in heads]))
+        _, head_mask = self._left_padded(heads, width_h)                 # (B, Ph)
+        ids, tail_mask = self._left_padded(tails, max(len(t) for t in tails))   # (B, Pt)
+        pos = head_mask.sum(1, keepdim=True) + (tail_mask.cumsum(1) - 1).clamp(min=0)
+        mask = torch.cat([head_mask, tail_mask], dim=1)                   # (B, Ph + Pt)
+        self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids), attention_mask=mask,
+                     position_ids=pos, use_cache=True, **{self._cache_arg: cache})
         return PrefixCache(cache, mask, mask.sum(1))
 
     def _left_padded(self, firsts: list[tuple[int, ...]], width: int

@@ -9,8 +9,10 @@ options are scored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,15 @@ from ecgqa.errors import EcgqaError
 MARKER = "<ecg>"
 LAYOUTS = ("question_first", "ecg_first")
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "qa.yaml"
+#: The measured values a prompt's ``{measured}`` slot lists (``Measurements`` field names).
+MEASURED_VALUES = ("heart rate {heart_rate_bpm} bpm, RR {rr_ms} ms, PR {pr_ms} ms, "
+                   "QRS {qrs_ms} ms, QT {qt_ms} ms, QTc {qtc_ms} ms")
+_OPTIONAL_TEXTS = ("system", "answer", "answer_separator", "measured", "measured_comparison",
+                   "measured_values", "measured_none")
+_FIELD = re.compile(r"\{(\w+)\}")
+# Where the record's own text (the measured values) starts in a prompt being tokenised:
+# the pieces before and after it are tokenised apart, so the shared part is a token prefix.
+_OWN = "\x1e"
 
 
 class PromptError(EcgqaError):
@@ -29,7 +40,13 @@ class PromptError(EcgqaError):
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """One layout of ``prompts/qa.yaml`` (kept in saved model configs as plain text)."""
+    """One layout of ``prompts/qa.yaml`` (kept in saved model configs as plain text).
+
+    ``{measured}`` in a layout is where the ECGs' measured values go when the model is
+    built with ``measurements: true`` (one ``measured`` line for a single ECG, one
+    ``measured_comparison`` line per ECG otherwise; ``measured_values`` lists the values,
+    an item whose value was not measurable left out); without measurements it is empty.
+    """
 
     layout: str
     single: str
@@ -37,6 +54,10 @@ class PromptTemplate:
     system: str = ""
     answer: str = " {answer}"
     answer_separator: str = ", "
+    measured: str = "Measured: {values}\n"
+    measured_comparison: str = "Measured, {which} ECG: {values}\n"
+    measured_values: str = MEASURED_VALUES
+    measured_none: str = "nothing measurable"
 
     @classmethod
     def load(cls, layout: str = "question_first",
@@ -46,18 +67,62 @@ class PromptTemplate:
         try:
             data = yaml.safe_load(p.read_text())
             spec = data["layouts"][layout]
+            texts = {k: data[k] for k in _OPTIONAL_TEXTS if k in data}
+            if any(not isinstance(v, str) for v in texts.values()):
+                raise TypeError
             return cls(layout=layout, single=spec["single"], comparison=spec["comparison"],
-                       system=data.get("system", ""), answer=data.get("answer", " {answer}"),
-                       answer_separator=data.get("answer_separator", ", "))
+                       **texts)
         except OSError as err:
             raise PromptError(f"{p}: cannot read prompt file ({err.strerror})") from None
         except (KeyError, TypeError, yaml.YAMLError):
             raise PromptError(f"{p}: no layout {layout!r} with 'single' and 'comparison' "
-                              f"prompts (layouts: {', '.join(LAYOUTS)})") from None
+                              f"prompts (layouts: {', '.join(LAYOUTS)}), or a text that is "
+                              "not a string") from None
 
-    def text(self, question: str, n_ecgs: int) -> str:
+    @property
+    def has_measured(self) -> bool:
+        """Whether both layouts have a ``{measured}`` slot."""
+        return "{measured}" in self.single and "{measured}" in self.comparison
+
+    def text(self, question: str, n_ecgs: int,
+             measured: Sequence[Mapping] | None = None) -> str:
+        """The prompt of ``question`` about ``n_ecgs`` ECGs; ``measured``: each ECG's
+        measurements (``Measurements.as_dict()``), for the ``{measured}`` slot."""
+        return self._render(question, n_ecgs, measured)
+
+    def _render(self, question: str, n_ecgs: int, measured: Sequence[Mapping] | None,
+                mark: bool = False) -> str:
+        """:meth:`text`; with ``mark``, the measured lines start with :data:`_OWN`."""
         body = (self.single if n_ecgs == 1 else self.comparison)
-        return body.replace("{system}", self.system).replace("{question}", question.strip())
+        lines = ""
+        if measured is not None:
+            if "{measured}" not in body:
+                raise PromptError("measurements were given but the prompt has no "
+                                  "{measured} slot")
+            if len(measured) != n_ecgs:
+                raise PromptError(f"{len(measured)} measurements for {n_ecgs} ECGs")
+            if n_ecgs == 1:
+                lines = self.measured.replace("{values}", self.values_text(measured[0]))
+            else:
+                lines = "".join(self.measured_comparison.replace("{which}", which)
+                                .replace("{values}", self.values_text(m))
+                                for which, m in zip(("first", "second"), measured))
+            lines = (_OWN if mark else "") + lines
+        return (body.replace("{system}", self.system).replace("{measured}", lines)
+                .replace("{question}", question.strip()))
+
+    def values_text(self, measured: Mapping) -> str:
+        """``measured_values`` with ``measured``'s numbers, rounded to integers; an item whose
+        value is missing or None is left out."""
+        items = []
+        for item in self.measured_values.split(", "):
+            names = _FIELD.findall(item)
+            values = [measured.get(n) for n in names]
+            if names and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                for n, v in zip(names, values):
+                    item = item.replace("{" + n + "}", str(int(round(v))))
+                items.append(item)
+        return ", ".join(items) if items else self.measured_none
 
     def answer_text(self, answers: Sequence[str]) -> str:
         return self.answer.replace("{answer}", self.answer_separator.join(answers))
@@ -69,17 +134,22 @@ class Encoded:
 
     pieces: tuple[tuple[int, ...], ...]
     answer: tuple[int, ...] = ()
+    shared: int = 0       # leading tokens of pieces[0] before the ECGs' own text (their
+                          # measured values): the same for every record asked the question;
+                          # 0 where the first piece has no such text
 
     @property
     def n_ecgs(self) -> int:
         return len(self.pieces) - 1
 
 
-def encode_prompt(template: PromptTemplate, tokenizer, question: str, n_ecgs: int) -> Encoded:
-    """Render and tokenise the prompt; the chat template is used when the tokenizer has one."""
+def encode_prompt(template: PromptTemplate, tokenizer, question: str, n_ecgs: int,
+                  measured: Sequence[Mapping] | None = None) -> Encoded:
+    """Render and tokenise the prompt (``measured``: see :meth:`PromptTemplate.text`); the
+    chat template is used when the tokenizer has one."""
     if n_ecgs not in (1, 2):
         raise PromptError(f"a question is about one or two ECGs, got {n_ecgs}")
-    return _tokenise(tokenizer, template.text(question, n_ecgs), n_ecgs)
+    return _tokenise(tokenizer, template._render(question, n_ecgs, measured, mark=True), n_ecgs)
 
 
 def encode_without_ecg(template: PromptTemplate, tokenizer, question: str,
@@ -91,16 +161,21 @@ def encode_without_ecg(template: PromptTemplate, tokenizer, question: str,
 
 def encode_in_context(template: PromptTemplate, tokenizer,
                       examples: Sequence[tuple[str, int, Sequence[str]]], question: str,
-                      n_ecgs: int) -> Encoded:
+                      n_ecgs: int, measured: Sequence[Sequence[Mapping]] | None = None
+                      ) -> Encoded:
     """A prompt with solved examples before the question (in-context learning).
 
     Args:
         examples: ``(question, n_ecgs, answers)`` of each example, in order; their ECG slots
             come first, then the question's own.
+        measured: the measurements of each example's ECGs, then of the question's (see
+            :meth:`PromptTemplate.text`); None: no measurements.
     """
     bare = dataclasses.replace(template, system="")
-    shown = [bare.text(q, n).strip() + bare.answer_text(a) for q, n, a in examples]
-    text = "\n\n".join([template.system, *shown, bare.text(question, n_ecgs).strip()])
+    each = list(measured) if measured is not None else [None] * (len(examples) + 1)
+    shown = [bare.text(q, n, m).strip() + bare.answer_text(a)
+             for (q, n, a), m in zip(examples, each)]
+    text = "\n\n".join([template.system, *shown, bare.text(question, n_ecgs, each[-1]).strip()])
     return _tokenise(tokenizer, text, sum(n for _, n, _ in examples) + n_ecgs)
 
 
@@ -114,9 +189,13 @@ def _tokenise(tokenizer, text: str, n_ecgs: int) -> Encoded:
     parts = text.split(MARKER)
     if len(parts) != n_ecgs + 1:
         raise PromptError(f"prompt has {len(parts) - 1} {MARKER} slots, question needs {n_ecgs}")
-    pieces = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in parts]
+    head, own, tail = parts[0].partition(_OWN)
+    pieces = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in [head, *parts[1:]]]
     pieces[0] = prefix + pieces[0]
-    return Encoded(pieces=tuple(tuple(p) for p in pieces))
+    shared = len(pieces[0]) if own else 0
+    if own:
+        pieces[0] = pieces[0] + tokenizer(tail, add_special_tokens=False)["input_ids"]
+    return Encoded(pieces=tuple(tuple(p) for p in pieces), shared=shared)
 
 
 def encode_answer(template: PromptTemplate, tokenizer, answers: Sequence[str]) -> tuple[int, ...]:
@@ -126,11 +205,12 @@ def encode_answer(template: PromptTemplate, tokenizer, answers: Sequence[str]) -
 
 
 def encode_sample(template: PromptTemplate, tokenizer, question: str, n_ecgs: int,
-                  answers: Sequence[str] | None = None) -> Encoded:
-    enc = encode_prompt(template, tokenizer, question, n_ecgs)
+                  answers: Sequence[str] | None = None,
+                  measured: Sequence[Mapping] | None = None) -> Encoded:
+    enc = encode_prompt(template, tokenizer, question, n_ecgs, measured)
     if answers is None:
         return enc
-    return Encoded(pieces=enc.pieces, answer=encode_answer(template, tokenizer, answers))
+    return dataclasses.replace(enc, answer=encode_answer(template, tokenizer, answers))
 
 
 def parse_answer(text: str, options: Sequence[str], separator: str = ",") -> frozenset[str] | None:

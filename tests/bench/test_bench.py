@@ -127,6 +127,35 @@ def test_the_per_query_path_gives_the_fast_paths_answers(tiny_run, synth_qa, tin
                                     if k not in ("probs", "confidence")}, name
 
 
+def test_measured_values_in_the_prompt_give_the_same_answers_on_both_paths(
+        synth_qa, tiny_adapter, signal_cache_dir, tmp_path):
+    """An adapter that writes measured values into its prompts: every method runs, and the
+    fast path (prompts grouped by shape, prefixes memoised) answers as the per-query path."""
+    import yaml
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    cfg = yaml.safe_load((adapter / "config.yaml").read_text())
+    assert "{measured}" in cfg["template"]["single"]
+    cfg["model"]["measurements"] = True
+    (adapter / "config.yaml").write_text(yaml.safe_dump(cfg))
+    runs = []
+    for fast in ("true", "false"):
+        out = tmp_path / f"fast-{fast}"
+        assert _bench(synth_qa, adapter, out, "--set", f"cache_dir={signal_cache_dir}",
+                      "--set", f"fast={fast}") == 0
+        runs.append(sorted((out / "cells").glob("*.json")))
+    for a, b in zip(*runs):
+        ca, cb = json.loads(a.read_text()), json.loads(b.read_text())
+        assert set(ca["methods"]) == set(METHODS) - {"combined"}
+        for name, eps in ca["methods"].items():
+            for ea, eb in zip(eps, cb["methods"][name]):
+                for qa, qb in zip(ea["queries"], eb["queries"]):
+                    assert (qa["pred"], qa["text"]) == (qb["pred"], qb["text"]), name
+                    if qa["probs"] is not None:
+                        assert np.allclose(qa["probs"], qb["probs"], rtol=0, atol=1e-5)
+
+
 def test_results_of_another_configuration_are_not_mixed_in(tiny_run, synth_qa, tiny_adapter,
                                                            tmp_path, capsys):
     import shutil

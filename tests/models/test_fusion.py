@@ -3,6 +3,8 @@ persistence, both prompt layouts and both tiny LLM families."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -232,13 +234,23 @@ def test_top_vocabulary_loss_is_the_softmax_over_answers_and_likely_tokens(llm, 
     assert_fp32_close(m.loss(batch, vocab="top").detach(), full, 64)
 
 
-@pytest.mark.parametrize("llm", ["tiny-llama", "tiny-gemma"])
-def test_reused_prefix_cache_gives_the_same_loss_and_gradients(llm):
+@pytest.mark.parametrize("llm, measured", [("tiny-llama", False), ("tiny-gemma", False),
+                                           ("tiny-llama", True), ("tiny-gemma", True)])
+def test_reused_prefix_cache_gives_the_same_loss_and_gradients(llm, measured):
+    """With measured values, the rows of one question share its cached head and each adds
+    its own measured line on top (holes where a head or line is shorter are masked)."""
     torch.manual_seed(2)
-    m = EcgQaModel.build(_cfg(llm=llm))
+    m = EcgQaModel.build(_cfg(llm=llm, measurements=measured))
     batch = m.make_batch([_q(0), _q(1, question="what is the heart axis of this ecg?",
                                     answer=("normal heart axis",), ecgs=(2,)),
-                          _q(2, answer=("yes",), ecgs=(3,))], _Signals())
+                          _q(2, answer=("yes",), ecgs=(3,)), _q(3, ecgs=(4,))], _Signals())
+    if measured:
+        enc = batch.encoded
+        assert all(0 < e.shared < len(e.pieces[0]) for e in enc)
+        assert enc[0].pieces[0][: enc[0].shared] == enc[2].pieces[0][: enc[2].shared]
+        assert len({e.pieces[0][e.shared:] for e in enc}) == 4       # each ECG its own line
+        lengths = {len(e.pieces[0]) - e.shared for e in enc} | {e.shared for e in enc}
+        assert len(lengths) > 2                                      # holes to mask
     ref = m.loss(batch)
     ref.backward()
     ref_grads = [p.grad.clone() for p in m.projector.parameters()]
@@ -502,3 +514,48 @@ def test_records_encoded_up_front_give_the_features_of_first_use(model):
     again = model.make_batch(samples, eager)
     assert eager.calls == 3
     assert torch.equal(first.feats, again.feats) and first.ecg_index == again.ecg_index
+
+
+def test_measured_values_of_a_real_record_reach_the_prompt_first_piece(tmp_path):
+    """With ``measurements``, each sample's prompt carries its ECG's measured rate and
+    intervals before the ECG slot (in the first piece, which the prefix cache reuses),
+    measured on the model-ready signal (500 Hz here): the rate agrees with the one the
+    questions' truth comes from (the record read at its own rate) within 3 bpm. The
+    measurements are cached per record, they survive save/load, and a model without
+    them keeps the old prompt."""
+    from ecgqa.qa.cache import SignalCache
+    from ecgqa.qa.resolve import RecordsIndex
+    from ecgqa.records.measure import measure
+    from ecgqa.records.read import read_record
+    from tests.conftest import REAL, REAL_PTBXL_RECORDS, write_real_index
+
+    resolver = RecordsIndex(write_real_index(tmp_path / "index.csv"))
+    torch.manual_seed(0)
+    m = EcgQaModel.build(_cfg(measurements=True))
+    signals = SignalCache(resolver, fs=500.0, duration_s=10.0)
+    batch = m.make_batch([_q(0, ecgs=(1,)), _q(1, ecgs=(6000,))], signals)
+    truth = measure(read_record(REAL / REAL_PTBXL_RECORDS[1])).heart_rate_bpm
+    first = m.tokenizer.decode(list(batch.encoded[0].pieces[0])).lower()  # tiny: lower case
+    found = re.search(r"measured\s*:\s*heart rate (\d+) bpm.*\becg\s*:\s*$", first)
+    assert found, first
+    assert abs(int(found.group(1)) - truth) <= 3
+    reads = signals.reads
+    m.make_batch([_q(2, ecgs=(1,))], signals)
+    assert signals.reads == reads and len(m._measure_cache[signals]) == 2
+
+    m.save_pretrained(tmp_path / "saved")
+    again = EcgQaModel.from_pretrained(tmp_path / "saved")
+    assert again.cfg.measurements and again.template == m.template
+    plain = EcgQaModel.build(_cfg())
+    text = plain.tokenizer.decode(list(plain.make_batch([_q(0)], _Signals()).encoded[0].pieces[0]))
+    assert "measured" not in text.lower()
+
+
+def test_measurements_need_a_prompt_with_their_slot(tmp_path):
+    from ecgqa.qa.collate import PromptError
+
+    f = tmp_path / "qa.yaml"
+    f.write_text("layouts:\n  question_first:\n    single: 'Q {question} <ecg> A:'\n"
+                 "    comparison: 'Q {question} <ecg> <ecg> A:'\n")
+    with pytest.raises(PromptError, match="needs a prompt with a {measured} slot"):
+        EcgQaModel.build(_cfg(measurements=True, prompt_file=str(f)))
