@@ -50,7 +50,9 @@ class DataConfig:
     test_q_query: int = field(1, help="query samples per class in meta-validation/testing")
     holdout_by: str = field("attribute", help="meta-test classes held out by attribute or "
                             "template")
-    test_fraction: float = field(0.3, help="fraction of attributes (templates) held out")
+    test_fraction: float = field(0.3, help="fraction of attributes (templates) held out; 0: "
+                                 "none (every class trains: an adapter for chat; no "
+                                 "meta-validation or meta-test)")
     split_seed: int = field(0, help="seed of the class split")
     eval_seed: int = field(0, help="episode seed of meta-validation and meta-testing (fixed, "
                            "so every method is tested on the same episodes)")

@@ -72,7 +72,8 @@ def split_classes(samples: Iterable[QaSample], *, test_fraction: float = 0.3, se
 
     Args:
         samples: samples of any splits (the partition is of classes, not samples).
-        test_fraction: fraction of units (attributes or templates) held out for meta-test.
+        test_fraction: fraction of units (attributes or templates) held out for meta-test;
+            0 holds out none (every class is meta-train: an adapter for chat).
         seed: permutation seed; the same seed and classes give the same split.
         by: ``"attribute"`` (default) or ``"template"``.
 
@@ -81,8 +82,8 @@ def split_classes(samples: Iterable[QaSample], *, test_fraction: float = 0.3, se
     """
     if by not in ("attribute", "template"):
         raise ValueError(f"by must be 'attribute' or 'template', got {by!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     keys = {class_key(s) for s in samples}
     all_units = {u for k in keys for u in class_units(k, by)}
     test_units: set[str] = set()
@@ -91,7 +92,7 @@ def split_classes(samples: Iterable[QaSample], *, test_fraction: float = 0.3, se
     # of question keep meta-test classes
     for kind in (False, True):
         units = sorted(u for u in all_units if u.startswith("template:") == kind)
-        if len(units) < 2:
+        if len(units) < 2 or test_fraction == 0:
             continue
         n_test = min(len(units) - 1, max(1, int(round(test_fraction * len(units)))))
         test_units |= {units[i] for i in rng.permutation(len(units))[:n_test]}

@@ -36,6 +36,22 @@ def datasets(draw):
     return samples
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=datasets(), seed=st.integers(0, 2**31), by=st.sampled_from(["attribute",
+                                                                        "template"]))
+def test_no_hold_out_puts_every_class_in_meta_training(data, seed, by):
+    """test_fraction 0 (an adapter for chat): every class trains, none is held out."""
+    split = split_classes(data, test_fraction=0.0, seed=seed, by=by)
+    assert split.meta_train == {class_key(s) for s in data}
+    assert not split.meta_test and not split.dropped and not split.test_units
+
+
+def test_a_hold_out_fraction_outside_0_1_is_refused():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\)"):
+            split_classes([], test_fraction=bad)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=datasets(), seed=st.integers(0, 2**31), way=st.integers(1, 3),
        shot=st.integers(1, 3), query=st.integers(1, 2), by=st.sampled_from(["attribute",
