@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(VENV)/bin/ecgqa plot $(SHARED)/cinc2021/E07509.hea --out $(DEMO_OUT)/E07509.png
 	rm -rf $(DEMO_OUT)/meta
 	$(VENV)/bin/ecgqa train-meta --config configs/meta/ptbxl.yaml \
-	    data.qa=$(DEMO_OUT)/ptbxl-qa data.labels=$(PTBXL)/labels.csv train.init=default \
+	    data.qa=$(DEMO_OUT)/ptbxl-qa data.labels=$(PTBXL)/labels.csv train.init=heldout \
 	    train.out=$(DEMO_OUT)/meta train.steps=10 train.save_every=0 train.eval_every=10 \
 	    train.eval_episodes=6 train.report_to=none
 	@echo "demo: wrote $(DEMO_OUT)/E07509.png, $(DEMO_OUT)/ptbxl-qa/ (questions on real PTB-XL records), $(DEMO_OUT)/meta/ (adapter, validation accuracy in its history)"

@@ -593,10 +593,10 @@ def _adapter_folder(adapter) -> Path:
 def adapter_kind(adapter: str | os.PathLike) -> tuple[str, Path]:
     """The modality an adapter answers in, and the folder to load it from.
 
-    ``"default"`` and a ``train-meta`` folder (``config.yaml`` + ``meta.yaml``) are
-    ``"signal"``. A ``train-lora`` adapter (peft's ``adapter_config.json`` + ``config.yaml``;
-    ``vision.safetensors`` holds its image encoder), or a ``train-lora`` output folder with
-    one in ``adapter/``, is ``"image"``.
+    A shipped adapter's name (``"default"``, ``"heldout"``) and a ``train-meta`` folder
+    (``config.yaml`` + ``meta.yaml``) are ``"signal"``. A ``train-lora`` adapter (peft's
+    ``adapter_config.json`` + ``config.yaml``; ``vision.safetensors`` holds its image
+    encoder), or a ``train-lora`` output folder with one in ``adapter/``, is ``"image"``.
 
     Raises:
         ChatError: the folder is neither.
@@ -605,10 +605,10 @@ def adapter_kind(adapter: str | os.PathLike) -> tuple[str, Path]:
         >>> adapter_kind("out/lora-300")
         ('image', PosixPath('out/lora-300/adapter'))
     """
-    from ecgqa.meta.adapter import AdapterError, resolve_adapter
+    from ecgqa.meta.adapter import SHIPPED_ADAPTERS, AdapterError, resolve_adapter
 
     folder = expand_path(adapter)
-    if str(adapter) != "default":
+    if str(adapter) not in SHIPPED_ADAPTERS:
         for candidate in (folder, folder / "adapter"):
             if (candidate / "adapter_config.json").is_file() and \
                     (candidate / "config.yaml").is_file():
@@ -990,8 +990,10 @@ def _image_adapter_folder(adapter, flag: str = "the image modality") -> Path:
     """The folder of a LoRA image adapter; a signal adapter or none is a ChatError."""
     need = (f"{flag} needs --adapter DIR, a LoRA image adapter (ecgqa train-lora output: "
             "adapter_config.json + vision.safetensors)")
-    if str(adapter) == "default":
-        raise ChatError(f"{need}; the shipped default adapter reads signals")
+    from ecgqa.meta.adapter import SHIPPED_ADAPTERS
+
+    if str(adapter) in SHIPPED_ADAPTERS:
+        raise ChatError(f"{need}; the shipped adapter {adapter!r} reads signals")
     from ecgqa.config import expand_path
 
     kind, folder = adapter_kind(expand_path(adapter))     # "~nosuchuser/x" is no RuntimeError

@@ -560,8 +560,10 @@ def _add_chat_parser(sub) -> None:
                    "adapter; the default) or 'image' (a picture of the ECG, a train-lora "
                    "adapter; an --ecg record is drawn as the adapter's training images were)")
     p.add_argument("--adapter", default="default", metavar="DIR",
-                   help="adapter folder: written by ecgqa train-meta (signal; default: the "
-                   "shipped one) or by ecgqa train-lora (image: RUN/adapter or RUN)")
+                   help="adapter folder: written by ecgqa train-meta (signal), or by ecgqa "
+                   "train-lora (image: RUN/adapter or RUN); or a shipped one: 'default' (the "
+                   "default: trained on every class of real and synthetic questions) or "
+                   "'heldout' (the benchmark's, some classes held out)")
     p.add_argument("--question", default=None, metavar="TEXT",
                    help="answer this one question and exit instead of starting the REPL")
     p.add_argument("--json", action="store_true", help="with --question: print one JSON "
@@ -617,9 +619,10 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--suite", required=True, metavar="YAML",
                    help="suite file, e.g. eval/suites/default.yaml (its keys are listed below)")
     p.add_argument("--adapter", default=None, metavar="DIR",
-                   help="adapter folder written by train-meta, or 'default'; with --modality "
-                   "image a LoRA adapter folder (train-lora's OUT/adapter) (overrides the "
-                   "suite's)")
+                   help="adapter folder written by train-meta, or a shipped one ('heldout': "
+                   "meta-trained with classes held out, for honest few-shot numbers; "
+                   "'default': chat's, trained on every class); with --modality image a LoRA "
+                   "adapter folder (train-lora's OUT/adapter) (overrides the suite's)")
     p.add_argument("--modality", default=None, choices=("signal", "image"),
                    help="what the model reads: the ECG signal (meta-trained adapter) or the "
                    "ECG drawn as an image (LoRA adapter); the same episodes either way "

@@ -174,14 +174,14 @@ def check_adapter(source: str, modality: str) -> Path:
     A signal adapter (train-meta) holds ``config.yaml`` + ``meta.yaml``; an image adapter
     (train-lora's ``OUT/adapter``) ``config.yaml`` + ``adapter_config.json``.
     """
-    from ecgqa.meta.adapter import DEFAULT_ADAPTER_DIR
+    from ecgqa.meta.adapter import SHIPPED_ADAPTERS
 
-    if str(source) == "default":
+    if str(source) in SHIPPED_ADAPTERS:
         if modality == "image":
-            raise BenchError("adapter 'default' is the shipped signal adapter; --modality "
+            raise BenchError(f"adapter {source!r} is a shipped signal adapter; --modality "
                              "image needs a LoRA adapter folder (train-lora's OUT/adapter): "
                              "give --adapter DIR")
-        return DEFAULT_ADAPTER_DIR
+        return SHIPPED_ADAPTERS[str(source)]
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise BenchError(f"{folder}: no such adapter folder")

@@ -59,8 +59,10 @@ class SuiteConfig:
     modality: str = field("signal", help="signal: a meta-trained adapter reads the ECG "
                           "signal; image: a LoRA adapter (train-lora's OUT/adapter) reads the ECG "
                           "rendered as an image; the same episodes either way")
-    adapter: str = field("default", help="signal: adapter folder written by train-meta, or "
-                         "'default' (the shipped one); image: a LoRA adapter folder")
+    adapter: str = field("heldout", help="signal: adapter folder written by train-meta, or a "
+                         "shipped one: 'heldout' (meta-trained with classes held out: honest "
+                         "few-shot numbers) or 'default' (chat's, trained on every class); "
+                         "image: a LoRA adapter folder")
     question_types: list[str] = field([], help="question types (empty: every type that has "
                                       "episodes)")
     n_way: list[int] = field([5], help="N-way values of the grid")

@@ -11,7 +11,8 @@
                                units, the meta-train classes (absent in adapters from before)
 
 ``load_adapter`` rebuilds model and algorithm from the folder alone; nothing is pickled.
-The shipped default lives in ``ecgqa/assets/adapter-default`` (``load_adapter("default")``).
+The shipped adapters live in ``ecgqa/assets/adapter-<name>`` (``load_adapter("default")``,
+``load_adapter("heldout")``; see :data:`SHIPPED_ADAPTERS`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from ecgqa.errors import EcgqaError
 if TYPE_CHECKING:  # imported where used: learn2learn (3 s with torchvision) only when needed
     from ecgqa.meta.loop import MetaConfig
 
-DEFAULT_ADAPTER_DIR = Path(ecgqa.__file__).resolve().parent / "assets" / "adapter-default"
+ASSETS = Path(ecgqa.__file__).resolve().parent / "assets"
+SHIPPED_ADAPTERS = {"default": ASSETS / "adapter-default", "heldout": ASSETS / "adapter-heldout"}
+"""The adapters shipped with the package, by name: ``default`` answers chat's questions
+(trained on every class of the real and synthetic data), ``heldout`` gives the benchmark's
+honest few-shot numbers (meta-trained with a share of the classes held out)."""
+DEFAULT_ADAPTER_DIR = SHIPPED_ADAPTERS["default"]
 
 
 class AdapterError(EcgqaError):
@@ -115,7 +121,7 @@ def _is_class(c) -> bool:
 
 
 def resolve_adapter(source: str | os.PathLike) -> Path:
-    folder = DEFAULT_ADAPTER_DIR if str(source) == "default" else expand_path(source)
+    folder = SHIPPED_ADAPTERS.get(str(source)) or expand_path(source)
     if not (folder / "meta.yaml").is_file() or not (folder / "config.yaml").is_file():
         raise AdapterError(f"{folder}: not a saved adapter (needs config.yaml and meta.yaml, "
                            "as written by ecgqa train-meta)")

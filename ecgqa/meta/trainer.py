@@ -46,8 +46,8 @@ class TrainConfig:
     steps: int = field(100, help="outer (meta) steps")
     seed: int = field(0, help="seed of the projector init and of the meta-training episodes")
     out: str = field("out/meta", help="output folder: config, checkpoints, adapter, results")
-    init: str | None = field(None, help="start from this adapter folder ('default': the "
-                             "shipped one) instead of a random projector")
+    init: str | None = field(None, help="start from this adapter folder, or a shipped one "
+                             "('default', 'heldout'), instead of a random projector")
     resume: bool = field(False, help="continue from the latest checkpoint in out/")
     save_every: int = field(25, help="checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = field(2, help="checkpoints kept on disk")
