@@ -190,7 +190,7 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
     q = summary.questions
     print(f"{summary.out}: {summary.records} records; questions "
           f"{', '.join(f'{s} {n}' for s, n in q.items())}; ECG-id offsets "
-          f"{', '.join(f'{src} +{off}' for src, off in summary.offsets.items())}")
+          f"{', '.join(f'{src} +{off}' for src, off in summary.offsets)}")
     return 0
 
 

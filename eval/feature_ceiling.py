@@ -17,12 +17,12 @@ import argparse
 from collections import defaultdict
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from ecgqa.meta.data import load_available
 from ecgqa.models.encoders import load_encoder
+from ecgqa.models.encoders.probe import features
 from ecgqa.qa.cache import SignalCache
 
 
@@ -43,12 +43,9 @@ def main() -> int:
     for s in samples:
         by_question[(s.template_id, s.attribute)].append(s)
     ids = sorted({s.ecg_ids[0] for s in samples if s.split in ("train", "valid")})
-    feats = {}
-    with torch.no_grad():
-        for i in tqdm(ids, desc="encoding ECGs", unit="ecg"):
-            sig, mask = signals.get(i)
-            feats[i] = enc(torch.as_tensor(sig[None]).float(),
-                           torch.as_tensor(mask[None]))[0].mean(0).numpy()
+    read = [signals.get(i) for i in tqdm(ids, desc="reading ECGs", unit="ecg")]
+    pooled = features(enc, np.stack([sig for sig, _ in read]), np.stack([m for _, m in read]))
+    feats = dict(zip(ids, pooled))
     print("| question | train | valid | balanced accuracy |\n|---|---|---|---|")
     scores = []
     for (template, attr), qs in sorted(by_question.items(), key=lambda kv: str(kv[0])):

@@ -25,20 +25,11 @@ import torch
 from tqdm import tqdm
 
 
-def _auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a random positive outranks a random negative (ties count half)."""
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
 def main() -> int:
     from ecgqa.bench.metrics import expected_calibration_error
     from ecgqa.meta.adapter import load_adapter
     from ecgqa.meta.data import load_available
+    from ecgqa.models.encoders.probe import macro_auroc
     from ecgqa.qa.labelqa import build_label_qa
     from ecgqa.qa.labels import read_label_table
 
@@ -84,7 +75,8 @@ def main() -> int:
         bal = 0.5 * (pred[yes].mean() + (~pred[~yes]).mean())
         ece = expected_calibration_error(conf, pred == yes)
         print(f"| {name} | {yes.sum()} | {(~yes).sum()} | {(pred == yes).mean():.3f} | "
-              f"{bal:.3f} | {_auroc(p, yes):.3f} | {ece:.3f} | {p.mean():.3f} |")
+              f"{bal:.3f} | {macro_auroc(yes[:, None], p[:, None])[0]:.3f} | {ece:.3f} | "
+              f"{p.mean():.3f} |")
     return 0
 
 

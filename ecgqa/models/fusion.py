@@ -380,11 +380,12 @@ class EcgQaModel(nn.Module):
             if caches[0] is not None:
                 return PrefixCache(stack_rows(caches, rows.tolist() if rows is not None
                                               else range(len(firsts))), mask, mask.sum(1))
-        heads = [tuple(e.pieces[0][: e.shared]) for e in batch.encoded]
-        if dedupe and all(e.shared for e in batch.encoded) and len(set(heads)) < len(heads):
-            two = self._two_level_prefix(heads, [f[len(h):] for f, h in zip(firsts, heads)])
-            if two is not None:
-                return two
+        if dedupe and all(e.shared for e in batch.encoded):            # measured values
+            heads = [f[: e.shared] for f, e in zip(firsts, batch.encoded)]
+            if len(set(heads)) < len(heads):
+                two = self._two_level_prefix(heads, [f[len(h):] for f, h in zip(firsts, heads)])
+                if two is not None:
+                    return two
         cache = self._prefix_forward(unique, width)
         if rows is not None:
             cache = select_rows(cache, rows) if supports_row_copies(cache) \

@@ -21,7 +21,6 @@ The class split of meta-training (held-out attributes) is drawn over the merged 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 from ecgqa.errors import EcgqaError
 from ecgqa.outputs import atomic_folder
 from ecgqa.qa.ecgqa import SPLITS, load_ecgqa, read_json_list
-from ecgqa.qa.resolve import RecordsIndex
+from ecgqa.qa.resolve import RecordsIndex, write_index
 from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
 
 
@@ -42,7 +41,7 @@ class MergeError(EcgqaError):
 @dataclass(frozen=True)
 class MergeSummary:
     out: Path
-    offsets: dict[str, int]             # source folder -> ECG-id offset
+    offsets: list[tuple[str, int]]      # (source folder, its ECG-id offset), in order
     questions: dict[str, int]           # split -> samples
     records: int
 
@@ -83,14 +82,14 @@ def merge_qa(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Me
         loaded.append((data, RecordsIndex(index)))
     _check_templates(loaded)
 
-    offset, offsets = 0, {}
+    offset, offsets = 0, []
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     split_ecgs: dict[str, list[int]] = {s: [] for s in SPLITS}
-    records: dict[int, str] = {}
+    records: dict[int, Path] = {}
     answers: list[str] = []
     options: dict[int, set[str]] = {}
     for data, index in loaded:
-        offsets[str(data.root.resolve())] = offset
+        offsets.append((str(data.root.resolve()), offset))
         for split in SPLITS:
             for shard in sorted((data.root / "template" / split).glob("*.json")):
                 for entry in read_json_list(shard):
@@ -98,7 +97,7 @@ def merge_qa(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Me
                     rows[split].append(entry)
             split_ecgs[split] += [e + offset for e in sorted(data.split_ecgs.get(split, ()))]
         for ecg_id in index.ids():
-            records[ecg_id + offset] = str(index.raw_path(ecg_id).resolve())
+            records[ecg_id + offset] = index.raw_path(ecg_id)
         answers += data.vocab.answers
         for tid, opts in data.vocab.by_template.items():
             options.setdefault(tid, set()).update(opts)
@@ -109,13 +108,9 @@ def merge_qa(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Me
         write_vocab(tmp, answers, options)
         write_split_ecgs(tmp, {s: ids for s, ids in split_ecgs.items() if ids})
         counts = write_shards(tmp, {s: r for s, r in rows.items() if r})
-        with open(tmp / "records_index.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["ecg_id", "path"])
-            for ecg_id in sorted(records):
-                w.writerow([ecg_id, records[ecg_id]])
+        write_index(tmp / "records_index.csv", records)     # none is under tmp: absolute
         (tmp / "sources.json").write_text(json.dumps(
-            [{"source": src, "ecg_id_offset": off} for src, off in offsets.items()], indent=1))
+            [{"source": src, "ecg_id_offset": off} for src, off in offsets], indent=1))
         (tmp / "README.md").write_text(_readme(offsets, counts, len(records)))
     return MergeSummary(out, offsets, counts, len(records))
 
@@ -133,10 +128,10 @@ def _check_templates(loaded) -> None:
                                  "merged classes would mix two questions")
 
 
-def _readme(offsets: dict[str, int], counts: dict[str, int], n_records: int) -> str:
+def _readme(offsets: list[tuple[str, int]], counts: dict[str, int], n_records: int) -> str:
     lines = ["# Merged ECG-QA-schema questions (`ecgqa data merge`)", "",
              "| source | ECG-id offset |", "|---|---|"]
-    lines += [f"| {src} | {off} |" for src, off in offsets.items()]
+    lines += [f"| {src} | {off} |" for src, off in offsets]
     lines += ["", f"Questions: {', '.join(f'{s} {n}' for s, n in counts.items())}; "
               f"{n_records} records (records_index.csv, absolute paths).", ""]
     return "\n".join(lines)
