@@ -312,12 +312,24 @@ def cmd_data_instruct(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- encoder
 
 
+def cmd_encoder_distill_image(args: argparse.Namespace) -> int:
+    """Distil a signal encoder into an image encoder (``ecgqa.image_qa.distill``)."""
+    from ecgqa.config import load_config
+    from ecgqa.image_qa.distill import DistillConfig, distill, summary
+
+    overrides = list(args.overrides or [])
+    overrides += [f"{k}={v}" for k, v in (("labels", args.labels), ("out", args.out)) if v]
+    cfg = load_config(DistillConfig, args.config, overrides)
+    print(summary(distill(cfg, progress=not args.quiet)))
+    return 0
+
+
 def cmd_encoder(args: argparse.Namespace) -> int:
     """Pretrain or probe an ECG encoder (ecgqa.models.encoders.commands)."""
     from ecgqa.models.encoders import commands
 
-    func = commands.cmd_encoder_pretrain if args.encoder_command == "pretrain" \
-        else commands.cmd_encoder_probe
+    func = {"pretrain": commands.cmd_encoder_pretrain, "probe": commands.cmd_encoder_probe,
+            "distill-image": cmd_encoder_distill_image}[args.encoder_command]
     try:
         return func(args)
     except ValueError as err:          # ConfigError, EncoderError: one-line user errors
@@ -482,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(multi-label attributes) or report its linear-probe quality.")
     esub = enc.add_subparsers(dest="encoder_command", metavar="ENCODER_COMMAND",
                               parser_class=_Parser, required=True,
-                              help="pretrain: train an encoder; probe: linear-probe report")
+                              help="pretrain: train an encoder; probe: linear-probe report; "
+                              "distill-image: an image encoder from a signal encoder")
     p = esub.add_parser("pretrain", help="pretrain an encoder on labelled real and/or "
                         "synthetic ECGs",
                         description="Train an encoder with a multi-label head over the SCP "
@@ -511,6 +524,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", default=None, help="folder of real .hea records with Dx codes, "
                    "e.g. ../shared/data/real/cinc2021")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.set_defaults(func=cmd_encoder)
+
+    p = esub.add_parser("distill-image", help="train an image encoder to reproduce a signal "
+                        "encoder's tokens from rendered records",
+                        description="Cross-modal distillation: render every record of a label "
+                        "table's train split on ECG paper (varied looks), and train a cnn_tokens "
+                        "image encoder to give the frozen signal encoder's tokens of the same "
+                        "record. Reports token agreement and a linear probe of the table's codes "
+                        "on image features beside signal features (valid split). Written as "
+                        "config.json + model.safetensors + metrics.json; use it with the LoRA "
+                        "config's model.image_encoder_init.")
+    p.add_argument("--config", required=True, help="distillation YAML, e.g. "
+                   "configs/image/distill.yaml")
+    p.add_argument("--labels", default=None, help="label table (CSV); overrides the config's")
+    p.add_argument("--out", default=None, help="output folder (must not exist or be empty); "
+                   "overrides the config's out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="dotted overrides such as epochs=3 variants=1")
     p.set_defaults(func=cmd_encoder)
 
     from ecgqa.meta.run import DESCRIPTION, add_arguments

@@ -29,6 +29,10 @@ def _schema(folder: str):
         from ecgqa.image_qa.train import TrainLoraConfig
 
         return TrainLoraConfig
+    if folder == "image":
+        from ecgqa.image_qa.distill import DistillConfig
+
+        return DistillConfig
     raise AssertionError(f"configs/{folder}/ has no schema in tests/test_config.py")
 
 

@@ -21,6 +21,7 @@ from ecgqa.records.read import EcgRecord
 
 DEFAULT_SIZE: tuple[int, int] = (256, 512)      # (height, width) in pixels
 PLAIN_SCALE = 2.0      # plain images are drawn at twice the output resolution, then reduced
+MIN_DPI = 24           # smallest raster resolution (tiny images are drawn larger, then reduced)
 PLAIN_TRACE_PX = 1.2   # plain trace width in output pixels (at least PlotStyle's 0.6 pt)
 # Grid hues of real ECG paper (degrees): red/pink (the default), orange, green, blue; and grey.
 GRID_HUES: dict[str, float | None] = {"red": 0.0, "orange": 25.0, "green": 130.0,
@@ -43,6 +44,8 @@ class Variation:
     dpi_scale: tuple[float, float] = (1.0, 2.5)      # render resolution / output resolution
     paper_tint: float = 0.06                # largest darkening of the white paper per channel
     rotation_deg: float = 2.0               # largest rotation either way, degrees
+    perspective: float = 0.03               # largest corner shift, fraction of the side:
+    #                                         a photo taken slightly off-axis
     blur_radius: float = 0.7                # largest Gaussian blur radius, output pixels
     noise_std: float = 0.03                 # largest additive Gaussian noise, fraction of 255
 
@@ -94,7 +97,9 @@ def render_image(record: EcgRecord, size: tuple[int, int] = DEFAULT_SIZE,
     else:
         style = PlotStyle(trace_width=max(PlotStyle().trace_width, PLAIN_TRACE_PX * pt_per_px))
         scale = PLAIN_SCALE
-    style = replace(style, dpi=max(1, int(round(fit_dpi * scale))))
+    # at least MIN_DPI: a smaller raster leaves the text under one pixel, which FreeType
+    # refuses; the raster is reduced to ``size`` anyway
+    style = replace(style, dpi=max(MIN_DPI, int(round(fit_dpi * scale))))
     pixels = _rasterise(render(record, style=style))        # (h, w, 3) uint8
     image = _fit(pixels, height, width)
     if varied:
@@ -161,18 +166,22 @@ def _fit(pixels: np.ndarray, height: int, width: int):
 
 
 def _degrade(image, v: Variation, rng: np.random.Generator):
-    """Paper tint, small rotation, blur and noise, each drawn from ``v``'s ranges."""
+    """Paper tint, small rotation, perspective, blur and noise, each drawn from ``v``'s
+    ranges."""
     from PIL import Image, ImageFilter
 
     tint = 1.0 - rng.uniform(0.0, v.paper_tint, 3)
     angle = float(rng.uniform(-v.rotation_deg, v.rotation_deg))
     radius = float(rng.uniform(0.0, v.blur_radius))
     sigma = float(rng.uniform(0.0, v.noise_std)) * 255.0
+    shift = rng.uniform(-v.perspective, v.perspective, (4, 2))    # corners, fraction of side
     paper = tuple(int(round(255 * t)) for t in tint)
     arr = np.asarray(image, dtype=np.float32) * tint          # (h, w, 3) tinted paper
     image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if angle:
         image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=paper)
+    if v.perspective > 0:
+        image = _perspective(image, shift, paper)
     if radius > 0.05:
         image = image.filter(ImageFilter.GaussianBlur(radius))
     if sigma > 0:
@@ -180,3 +189,23 @@ def _degrade(image, v: Variation, rng: np.random.Generator):
                                                                              image.width, 1))
         image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     return image
+
+
+def _perspective(image, shift: np.ndarray, fill: tuple[int, int, int]):
+    """Warp so the image's corners land ``shift`` (fractions of width / height) away from
+    where they were: the look of a page photographed slightly off-axis."""
+    from PIL import Image
+
+    w, h = image.size
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    moved = corners + shift * np.array([w, h])
+    # PIL maps each output pixel (x, y) to the input point
+    # ((a x + b y + c) / (g x + h y + 1), (d x + e y + f) / (g x + h y + 1)):
+    # solve for the 8 coefficients that send the moved corners back to the corners
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(moved, corners):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    coeffs = np.linalg.solve(np.array(rows), np.array(rhs))
+    return image.transform((w, h), Image.Transform.PERSPECTIVE, tuple(coeffs.tolist()),
+                           resample=Image.Resampling.BILINEAR, fillcolor=fill)
