@@ -40,6 +40,8 @@ from ecgqa.config import (
     short,
 )
 from ecgqa.errors import EcgqaError
+from ecgqa.image_qa.encoders import ConvImageEncoder  # noqa: F401 - registers the encoders
+from ecgqa.image_qa.warmstart import encoder_arch, initial_weights, load_initial
 from ecgqa.models.fusion import pad_embeddings, pad_scores
 from ecgqa.models.llm import LlmConfig, load_llm
 from ecgqa.models.projectors import build_projector
@@ -48,6 +50,8 @@ from ecgqa.registry import IMAGE_ENCODERS, PROJECTORS
 FORMAT_VERSION = 1
 MARKER = "<image>"
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "image_qa.yaml"
+SHIPPED_IMAGE_ADAPTER = Path(__file__).resolve().parents[1] / "assets" / "adapter-image"
+IMAGE_ADAPTER_NAMES = ("image", "default")     # names of the shipped image adapter
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 NEVER_ADAPTED = ("lm_head", "embed_tokens")
 
@@ -72,6 +76,19 @@ class ImageQaConfig:
     projector_kwargs: dict = field({}, help="extra projector arguments (dim, heads, ...)")
     n_image_tokens: int = field(16, help="image tokens spliced into the prompt")
     lora: LoraSettings = field(LoraSettings(), help="the LoRA adapter on the LLM")
+    image_encoder_init: str | None = field(None, help="folder written by `ecgqa encoder "
+                                           "distill-image`: the image encoder's architecture "
+                                           "(image_encoder, encoder_kwargs) and first weights "
+                                           "come from it (the saved adapter keeps the weights)")
+    freeze_encoder: bool = field(False, help="keep the image encoder's weights as they start "
+                                 "(a distilled encoder); the projector still trains with "
+                                 "train_vision")
+    projector_init: str | None = field(None, help="a train-meta adapter ('default', "
+                                       "'heldout' or a folder) whose projector starts this "
+                                       "one: with a distilled encoder, the signal path's "
+                                       "projector reads image tokens as it reads signal "
+                                       "tokens; projector, projector_kwargs and "
+                                       "n_image_tokens must match the adapter's")
     train_vision: bool = field(True, help="train the image encoder and projector too (needed "
                                "when they start random); false: LoRA weights only")
     hf_multimodal: str | None = field(None, help="local folder of a LLaVA or Mllama model: its "
@@ -107,6 +124,9 @@ def validate_model(cfg: ImageQaConfig) -> None:
         raise ConfigError("model.score_normalise must be mean or sum")
     if cfg.n_image_tokens < 1:
         raise ConfigError("model.n_image_tokens must be >= 1")
+    if cfg.hf_multimodal is not None and (cfg.image_encoder_init or cfg.projector_init):
+        raise ConfigError("model.image_encoder_init / projector_init are for the small "
+                          "encoder; a model.hf_multimodal folder brings its own vision tower")
 
 
 # --------------------------------------------------------------------------- prompts
@@ -185,30 +205,6 @@ def encode_answer(prompt: ImagePrompt, tokenizer, answer: str | Sequence[str]) -
 
 
 # --------------------------------------------------------------------------- image side
-
-
-class ConvImageEncoder(nn.Module):
-    """Stride-2 conv blocks: ``(b, 3, H, W)`` -> a grid of feature tokens ``(b, n, out_dim)``,
-    ``n = (H / 2^k) * (W / 2^k)`` for ``k`` blocks."""
-
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 128, 256), out_dim: int = 256):
-        super().__init__()
-        blocks, c = [], 3
-        for w in widths:
-            blocks += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(1, w), nn.GELU()]
-            c = w
-        self.blocks = nn.Sequential(*blocks)
-        self.out = nn.Linear(c, out_dim)
-        self.out_dim = out_dim
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        grid = self.blocks(pixels)                                   # (b, c, h, w)
-        return self.out(grid.flatten(2).transpose(1, 2))             # (b, h*w, out_dim)
-
-
-@IMAGE_ENCODERS.register("cnn")
-def cnn(widths: Sequence[int] = (32, 64, 128, 128, 256), out_dim: int = 256) -> nn.Module:
-    return ConvImageEncoder(widths, out_dim)
 
 
 def load_image(image):
@@ -299,7 +295,9 @@ class ImageQaModel(nn.Module):
         self.encoder, self.projector, self.llm = encoder, projector, llm
         self.tokenizer, self.cfg, self.prompt = tokenizer, cfg, prompt
         trainable = not _inference_mode(llm)        # False: loaded for inference only
-        for p in [*self.encoder.parameters(), *self.projector.parameters()]:
+        for p in self.encoder.parameters():
+            p.requires_grad_(trainable and cfg.train_vision and not cfg.freeze_encoder)
+        for p in self.projector.parameters():
             p.requires_grad_(trainable and cfg.train_vision)
         for name, p in self.llm.named_parameters():
             p.requires_grad_(trainable and "lora_" in name)
@@ -324,12 +322,15 @@ class ImageQaModel(nn.Module):
             from ecgqa.image_qa.hf_multimodal import HfImageQaModel
 
             return HfImageQaModel.build(cfg, adapter, trainable)
+        init = None if vision is not None else initial_weights(cfg)     # checked first
         llm, tok = load_llm(cfg.llm)
-        encoder = _fitting(lambda: IMAGE_ENCODERS.build(cfg.image_encoder, **cfg.encoder_kwargs),
-                           vision, "encoder")
+        name, kwargs = encoder_arch(cfg)
+        encoder = _fitting(lambda: IMAGE_ENCODERS.build(name, **kwargs), vision, "encoder")
         projector = _fitting(lambda: build_projector(
             cfg.projector, d_enc=encoder.out_dim, d_llm=llm.config.hidden_size,
             n_tokens=cfg.n_image_tokens, **cfg.projector_kwargs), vision, "projector")
+        if init is not None:
+            load_initial(encoder, projector, *init)
         llm = _wrap_lora(llm, cfg, adapter, trainable)
         encoder.to(llm.device)
         projector.to(llm.device)
@@ -475,9 +476,16 @@ class ImageQaModel(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         self.llm.save_pretrained(str(out), safe_serialization=True)
         self._save_vision(out)
-        save_config(SavedImageQa(model=self.cfg, prompt=dataclasses.asdict(self.prompt),
+        save_config(SavedImageQa(model=self.saved_config(), prompt=dataclasses.asdict(self.prompt),
                                  format_version=FORMAT_VERSION), out / "config.yaml")
         return out
+
+    def saved_config(self) -> ImageQaConfig:
+        """The config a saved adapter is rebuilt from: the encoder's real architecture, and
+        no init folders (their weights are in ``vision.safetensors``)."""
+        name, kwargs = encoder_arch(self.cfg)
+        return dataclasses.replace(self.cfg, image_encoder=name, encoder_kwargs=kwargs,
+                                   image_encoder_init=None, projector_init=None)
 
     def _save_vision(self, out: Path) -> None:
         from safetensors.torch import save_file
@@ -510,7 +518,7 @@ class ImageQaModel(nn.Module):
         mode and frozen unless ``trainable``."""
         from ecgqa.models.fusion import check_saved_llm
 
-        folder = Path(folder)
+        folder = resolve_image_adapter(folder)
         cfg, prompt = load_saved_config(folder)
         if llm_overrides:
             cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, **llm_overrides))
@@ -543,6 +551,12 @@ class SavedImageQa:
     model: ImageQaConfig
     prompt: dict
     format_version: int = FORMAT_VERSION
+
+
+def resolve_image_adapter(source: str | os.PathLike) -> Path:
+    """The folder of a saved LoRA image adapter: ``"image"`` or ``"default"`` name the
+    shipped one (:data:`SHIPPED_IMAGE_ADAPTER`), anything else is a path."""
+    return SHIPPED_IMAGE_ADAPTER if str(source) in IMAGE_ADAPTER_NAMES else expand_path(source)
 
 
 def load_saved_config(folder: Path) -> tuple[ImageQaConfig, ImagePrompt]:

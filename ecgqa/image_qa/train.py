@@ -49,6 +49,10 @@ class LoraDataConfig:
                       "valid.json, test.json and images/ (ecgqa data instruct), or a JSON file")
     image_root: str | None = field(None, help="folder image paths are relative to (default: "
                                    "the JSON's folder)")
+    balance_answers: bool = field(False, help="for every question (its first turn's text) "
+                                  "keep as many conversations of each answer as its rarest "
+                                  "answer has (a seeded draw), and drop questions with one "
+                                  "answer: the text then tells nothing, only the image does")
     max_train: int | None = field(None, help="use at most this many training conversations")
     max_valid: int = field(64, help="validation conversations per evaluation (0: none)")
 
@@ -301,10 +305,34 @@ def load_data(cfg: LoraDataConfig):
     else:
         raise ConfigError(f"data.path {path}: no such folder or file; build one with `ecgqa "
                           "data instruct --out DIR --qa SYNTH_DIR`")
+    if cfg.balance_answers:
+        train, valid = balance_answers(train), balance_answers(valid)
     train = train[: cfg.max_train] if cfg.max_train else train
     if not train:
         raise ConfigError(f"data.path {path}: no training conversations")
     return train, valid
+
+
+def balance_answers(samples: Sequence, seed: int = 0) -> list:
+    """The conversations with every question's answers equally frequent (see
+    ``LoraDataConfig.balance_answers``), in their original order."""
+    import numpy as np
+
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, s in enumerate(samples):
+        question, answer = s.turns[0]
+        key = " ".join(question.lower().split())
+        groups.setdefault(key, {}).setdefault(" ".join(answer.lower().split()), []).append(i)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for key in sorted(groups):
+        by_answer = groups[key]
+        if len(by_answer) < 2:
+            continue
+        m = min(len(v) for v in by_answer.values())
+        for answer in sorted(by_answer):
+            keep += rng.choice(by_answer[answer], m, replace=False).tolist()
+    return [samples[i] for i in sorted(keep)]
 
 
 def check_resume(cfg: TrainLoraConfig, out: Path) -> None:

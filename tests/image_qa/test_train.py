@@ -158,3 +158,30 @@ def test_accelerate_launch_two_cpu_processes_match_one(data, tmp_path):
     h1, h2 = (json.loads((tmp_path / k / "history.json").read_text()) for k in "12")
     assert [h["loss"] for h in h2] == [h["loss"] for h in h1]
     assert [h["grad_norm"] for h in h2] == [h["grad_norm"] for h in h1]
+
+
+def test_balanced_answers_leave_the_question_text_without_a_prior():
+    from collections import Counter
+    from pathlib import Path
+
+    from ecgqa.image_qa.instruct import InstructSample
+    from ecgqa.image_qa.train import balance_answers
+
+    def conv(i, question, answer):
+        return InstructSample(f"s{i}", Path(f"{i}.png"), ((question, answer),), True, {})
+
+    spec = [("Does this ECG show AF?", "yes")] * 3 + [("Does this ECG show AF?", "no")] * 7 \
+        + [("does this ECG  show af?", "no")] * 2 + [("Is the axis normal?", "no")] * 4 \
+        + [("Which rhythm?", "sinus")] * 2 + [("Which rhythm?", "af")] * 5 \
+        + [("Which rhythm?", "flutter")] * 3
+    samples = [conv(i, q, a) for i, (q, a) in enumerate(spec)]
+    kept = balance_answers(samples, seed=1)
+    counts = Counter((" ".join(s.turns[0][0].lower().split()), s.turns[0][1]) for s in kept)
+    # AF: 3 yes against 9 no (two wordings that differ only in case and spaces): 3 + 3;
+    # the axis question has one answer only: dropped; rhythm: 2 of each of its 3 answers
+    assert counts == {("does this ecg show af?", "yes"): 3, ("does this ecg show af?", "no"): 3,
+                      ("which rhythm?", "sinus"): 2, ("which rhythm?", "af"): 2,
+                      ("which rhythm?", "flutter"): 2}
+    ids = [int(s.id[1:]) for s in kept]
+    assert ids == sorted(ids)                                   # original order kept
+    assert [s.id for s in balance_answers(samples, seed=1)] == [s.id for s in kept]
