@@ -14,7 +14,12 @@ Data flow of one query::
   signal path zeroes and masks them.
 - **Methods.** ``lora``: the LoRA-tuned model; ``lora_disabled``: the same model with its
   LoRA layers switched off (the frozen base LLM reading the same image tokens);
-  ``majority``: the support set's most frequent answer. The LoRA adapter is NOT adapted
+  ``majority``: the support set's most frequent answer. ECG sensitivity: ``lora_blank``
+  asks the same questions of a blank page, ``lora_other`` of another patient's ECG (a
+  support record of the episode); the drop from ``lora`` says how much the answers read
+  the image. ``protonet`` / ``linear_probe``: the signal path's feature classifiers on the
+  adapter's image-encoder features of the rendered support and query ECGs (they read the
+  support set). The LoRA adapter is NOT adapted
   on the support set: both LLM methods answer each query from its image and question
   alone, choosing among the same candidates as the signal methods
   (:func:`ecgqa.bench.methods.candidates`).
@@ -97,6 +102,22 @@ class ImageContext:
     options: str = "template"      # candidate answers: template or support
     generate: bool = True
     max_new_tokens: int | None = None
+    features: dict = None          # ecg_id -> the image encoder's mean-pooled tokens
+
+    def pooled(self, ecg_id: int) -> np.ndarray:
+        """The adapter's image encoder's mean-pooled tokens of the record's image ``(d,)``
+        (computed once per record and lead subset)."""
+        if self.features is None:
+            self.features = {}
+        if ecg_id not in self.features:
+            from ecgqa.image_qa.model import preprocess
+
+            pixels = preprocess([self.images.get(ecg_id)], self.model.cfg.image_size)
+            enc = self.model.encoder
+            with torch.no_grad():
+                tokens = enc(pixels.to(next(enc.parameters()).device))       # (1, n, d)
+            self.features[ecg_id] = tokens.float().mean(1)[0].cpu().numpy()
+        return self.features[ecg_id]
 
     def prepare(self, ep: Episode) -> None:
         """Render the episode's query images (timed apart from the methods)."""
@@ -119,14 +140,32 @@ def token_accuracy(model, image, question: str, answer) -> float | None:
     return float((pred == tgt[where]).float().mean())
 
 
-def _answer(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
+def blank_image(size: tuple[int, int]):
+    """A blank white page of ``(height, width)``."""
+    from PIL import Image
+
+    return Image.new("RGB", (int(size[1]), int(size[0])), (255, 255, 255))
+
+
+def other_record(ep: Episode, i: int) -> int:
+    """The ecg_id of another patient's ECG for query ``i``: a support record of the same
+    episode (never the query's record: support and query records are disjoint), drawn
+    with a seed of the episode and query, so every method and run sees the same one."""
+    own = set(ep.query[i].ecg_ids)
+    pool = sorted({e for s in ep.support for e in s.ecg_ids} - own)
+    rng = np.random.default_rng([ep.index, i])
+    return int(pool[int(rng.integers(len(pool)))])
+
+
+def _answer(ctx: ImageContext, ep: Episode, image_of=None) -> tuple[list[dict], dict]:
     """Score every query's candidates after its image and question, generate, and measure
-    the teacher-forced token accuracy; the support set is not looked at."""
+    the teacher-forced token accuracy; the support set is not looked at. ``image_of(ep,
+    i)`` replaces query ``i``'s image (the ECG-sensitivity methods)."""
     options = [candidates(ep, q, ctx.vocab, ctx.options) for q in ep.query]
     terms = answer_terms(options, ctx.vocab)
     out, tokens = [], []
-    for q, opts in zip(ep.query, options):
-        image = ctx.images.get(q.ecg_ids[0])
+    for i, (q, opts) in enumerate(zip(ep.query, options)):
+        image = ctx.images.get(q.ecg_ids[0]) if image_of is None else image_of(ep, i)
         probs = ctx.model.score_options([image], [q.question], [[list(o) for o in opts]])
         probs = probs[0, : len(opts)].tolist()
         text = (ctx.model.generate(image, q.question, max_new_tokens=ctx.max_new_tokens)
@@ -154,7 +193,55 @@ def lora_disabled(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
         return _answer(ctx, ep)
 
 
-RUN = {"lora": lora, "lora_disabled": lora_disabled, "majority": majority}
+def lora_blank(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
+    """ECG sensitivity: the LoRA model asked the same questions about a blank page."""
+    return _answer(ctx, ep, lambda _ep, _i: blank_image(ctx.images.size))
+
+
+def lora_other(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
+    """ECG sensitivity: the same questions asked of another patient's ECG image
+    (:func:`other_record`); a model that reads the image falls towards chance."""
+    return _answer(ctx, ep, lambda e, i: ctx.images.get(other_record(e, i)))
+
+
+def _classify(ctx: ImageContext, ep: Episode, fit) -> tuple[list[dict], dict]:
+    """The signal path's feature classifiers on the image encoder's features of the
+    rendered support and query ECGs (:func:`ecgqa.bench.methods._classify`)."""
+    from ecgqa.meta.loop import template_pool
+
+    out = []
+    for q in ep.query:
+        pool = template_pool(ep, q)
+        options = candidates(ep, q, ctx.vocab, ctx.options)
+        x = np.stack([ctx.pooled(s.ecg_ids[0]) for s in pool])
+        y = np.array([options.index(tuple(sorted(s.answer))) for s in pool])
+        probs = fit(x, y, len(options))(ctx.pooled(q.ecg_ids[0])[None])[0]
+        truth = tuple(sorted(q.answer))
+        pred = options[int(np.argmax(probs))]
+        out.append({"truth": list(truth), "options": [list(o) for o in options],
+                    "probs": [float(p) for p in probs], "pred": list(pred),
+                    "correct": pred == truth, "confidence": float(np.max(probs)),
+                    "text": None, "exact_match": None})
+    return out, {}
+
+
+def image_protonet(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
+    """Nearest answer prototype on the image encoder's features of the support images."""
+    from ecgqa.bench.methods import _Prototypes
+
+    return _classify(ctx, ep, _Prototypes)
+
+
+def image_linear_probe(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
+    """Logistic regression on the image encoder's features of the support images."""
+    from ecgqa.bench.methods import _linear_probe
+
+    return _classify(ctx, ep, _linear_probe)
+
+
+RUN = {"lora": lora, "lora_disabled": lora_disabled, "lora_blank": lora_blank,
+       "lora_other": lora_other, "protonet": image_protonet,
+       "linear_probe": image_linear_probe, "majority": majority}
 
 
 # --------------------------------------------------------------------------- setup
@@ -239,6 +326,8 @@ def training_data_check(folder: Path, resolver, query_pool, query_classes=()) ->
         TrainingOverlap: the training split holds a query-pool record.
     """
     found = _training_records(folder)
+    if isinstance(found, str) and (folder / TRAINING_RECORD).is_file():
+        return _shipped_check(folder, resolver, query_pool, query_classes)
     if isinstance(found, str):
         return {"status": "unavailable", "reason": found}
     data_path, train_files, size, entries = found
@@ -260,6 +349,65 @@ def training_data_check(folder: Path, resolver, query_pool, query_classes=()) ->
             "query_classes_trained": len(set(query_classes) & trained), "image_size": size}
 
 
+TRAINING_RECORD = "training.json"     # a shipped adapter's record of its training data
+
+
+def header_digest(record: Path) -> str:
+    """SHA-256 of a record's header file (``.hea``): WFDB headers hold each signal's
+    checksum, so the digest names the record's content wherever a copy lies."""
+    import hashlib
+
+    return hashlib.sha256(Path(f"{record}.hea").read_bytes()).hexdigest()
+
+
+def write_training_record(adapter: Path, data: Path) -> dict:
+    """Write ``adapter/training.json``: the header digests of the training split's records
+    and its question classes, so a copy of the adapter without its instruction data (a
+    shipped one) can still be checked against a bench's query pool."""
+    import json
+
+    found = _training_records_of(data)
+    if isinstance(found, str):
+        raise EcgqaError(found)
+    files, size, entries = found
+    record = {"train_data": str(data), "image_size": size,
+              "record_digests": sorted(header_digest(p) for p in files
+                                       if Path(f"{p}.hea").is_file()),
+              "classes": sorted({json.dumps(_entry_class(e)) for e in entries
+                                 if e.get("split", "train") == "train"})}
+    (adapter / TRAINING_RECORD).write_text(json.dumps(record) + "\n")
+    return record
+
+
+def _shipped_check(folder: Path, resolver, query_pool, query_classes) -> dict:
+    import json
+
+    record = json.loads((folder / TRAINING_RECORD).read_text())
+    digests = set(record["record_digests"])
+    query = {}
+    for ecg_id in sorted(query_pool):
+        path = resolver.path(ecg_id)
+        if path is not None and Path(f"{path}.hea").is_file():
+            query[header_digest(path)] = ecg_id
+    shared = sorted(query[d] for d in digests if d in query)
+    if shared:
+        raise TrainingOverlap(
+            f"{folder}: the adapter was trained on {len(shared)} record(s) of the bench's query "
+            f"pool (e.g. ecg_id {shared[0]}; same record header); benchmark it on records it "
+            "never trained on (query_splits, or --splits)")
+    trained = {tuple(_listify(json.loads(c))) for c in record["classes"]}
+    return {"status": "checked", "train_data": record["train_data"] + " (by record digest)",
+            "train_records": len(digests), "query_records": len(query), "shared": 0,
+            "query_classes": len(set(query_classes)),
+            "query_classes_trained": len(set(query_classes) & trained),
+            "image_size": record.get("image_size")}
+
+
+def _listify(c) -> tuple:
+    """A class key read back from JSON: lists to tuples."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in c)
+
+
 def _entry_class(entry: dict) -> tuple:
     """``class_key`` of an instruction entry of ``ecgqa data instruct`` (ECG-QA source)."""
     def terms(value) -> tuple:
@@ -272,7 +420,6 @@ def _entry_class(entry: dict) -> tuple:
 def _training_records(folder: Path) -> tuple[Path, set[Path], list | None, list] | str:
     """(instruction data, its training records' files, its image size, its entries), or
     why unknown."""
-    import json
 
     import yaml
 
@@ -282,6 +429,15 @@ def _training_records(folder: Path) -> tuple[Path, set[Path], list | None, list]
     except (OSError, TypeError, KeyError, yaml.YAMLError):
         return (f"no train-lora config.yaml with data.path beside the adapter folder "
                 f"({run}), so its training data is unknown")
+    found = _training_records_of(data_path)
+    return found if isinstance(found, str) else (data_path, *found)
+
+
+def _training_records_of(data_path: Path) -> tuple[set[Path], list | None, list] | str:
+    """(the training records' files, image size, entries) of instruction data, or why
+    unknown."""
+    import json
+
     train = data_path / "train.json" if data_path.is_dir() else data_path
     meta_file = (data_path if data_path.is_dir() else data_path.parent) / "meta.json"
     try:
@@ -295,7 +451,7 @@ def _training_records(folder: Path) -> tuple[Path, set[Path], list | None, list]
     if meta.get("source") != "ecgqa":
         return f"{data_path} was built from {meta.get('source')!r} records, not ECG-QA ecg_ids"
     files = _record_files(meta, entries)
-    return files if isinstance(files, str) else (data_path, files, meta.get("size"), entries)
+    return files if isinstance(files, str) else (files, meta.get("size"), entries)
 
 
 def _record_files(meta: dict, entries: list) -> set[Path] | str:

@@ -111,7 +111,10 @@ def _image_notes(results: dict) -> list[str]:
             "The LoRA adapter is **not adapted on the support set**: `lora` (the tuned model) "
             "and `lora_disabled` (its LoRA layers switched off: the base LLM reading the same "
             "image tokens) answer each query from its image and question alone; only "
-            "`majority` reads the support set. " + leak, ""]
+            "`majority` reads the support set. ECG sensitivity: `lora_blank` asks the same "
+            "questions of a blank page, `lora_other` of another patient's ECG (a support "
+            "record of the episode); a model that reads the image loses accuracy there. "
+            + leak, ""]
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -26,7 +26,8 @@ rest are the baselines: the adapter without adaptation, the LLM without the ECG 
 prior), support ECG tokens and answers in the prompt, a prototypical network and a linear
 probe on the frozen encoder features, and the support set's majority answer."""
 
-IMAGE_METHODS = ("lora", "lora_disabled", "majority")
+IMAGE_METHODS = ("lora", "lora_disabled", "lora_blank", "lora_other", "protonet",
+                 "linear_probe", "majority")
 """The image modality: the LoRA-tuned image model (support set unused), the same model with
 its LoRA layers switched off (the untuned LLM reading the same image tokens), and the
 support set's majority answer."""

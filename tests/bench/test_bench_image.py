@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ecgqa.bench.suite import IMAGE_METHODS
 from ecgqa.cli import main
@@ -87,7 +88,7 @@ def test_an_image_suite_writes_every_file_with_metrics_in_range(image_run, image
             assert m["episodes"] == results["suite"]["episodes"]
             values = dict(_metric_values(m))
             assert {"option_accuracy", "macro_f1"} <= set(values)
-            if name != "majority":
+            if name not in ("majority", "protonet", "linear_probe"):
                 assert {"exact_match", "ece", "bleu", "rouge_l", "meteor",
                         "token_accuracy_side_metric"} <= set(values), (name, set(values))
             for key, v in values.items():
@@ -164,7 +165,7 @@ def test_modality_and_adapter_mismatches_fail_with_one_line_before_writing(
     cases = [(tiny_adapter, ["--modality", "image"], "is a signal adapter"),
              (image_adapter, [], "is a image adapter"),
              (image_adapter, ["--modality", "signal"], "--modality image"),
-             ("default", ["--modality", "image"], "shipped signal adapter"),
+             ("image", [], "is the shipped image adapter"),
              (tmp_path / "missing", ["--modality", "image"], "no such adapter folder"),
              (image_adapter.parent, ["--modality", "image"], "did you mean"),
              (image_adapter, ["--modality", "image", "--set", "methods=[adapted]"],
@@ -263,3 +264,99 @@ def test_a_lead_subset_blanks_the_other_leads_in_the_image(synth_qa):
     part = np.asarray(QueryImages(resolver, size, ("I", "V1")).get(ecg_id))
     dark = (full.sum(-1) < 200).sum(), (part.sum(-1) < 200).sum()
     assert 0 < dark[1] < dark[0] / 2                       # 2 of 12 leads (+ rhythm) drawn
+
+
+def test_sensitivity_methods_ask_of_a_blank_page_and_of_another_record(
+        image_run, image_adapter, synth_qa):
+    from ecgqa.bench.image import blank_image, other_record
+    from ecgqa.image_qa.model import ImageQaModel
+    from ecgqa.qa.ecgqa import QaSample, load_ecgqa
+    from ecgqa.qa.episodes import Episode
+
+    cell = _cell(image_run, "*1shot*.json")
+    question = {s.sample_id: s.question for s in load_ecgqa(synth_qa).samples}
+    model = ImageQaModel.from_pretrained(image_adapter).eval()
+    blank = blank_image((32, 64))
+    for e in cell["methods"]["lora_blank"][:3]:
+        for q in e["queries"]:
+            want = model.score_options([blank], [question[q["sample_id"]]], [q["options"]])[0]
+            np.testing.assert_allclose(q["probs"], want[: len(q["options"])].tolist(),
+                                       atol=1e-6)
+    # lora_other answers from another record's image: its answers differ from lora's
+    lora = [q["probs"] for e in cell["methods"]["lora"] for q in e["queries"]]
+    other = [q["probs"] for e in cell["methods"]["lora_other"] for q in e["queries"]]
+    assert not np.allclose(lora, other)
+
+    def sample(i, ecg):
+        return QaSample(sample_id=i, template_id=1, question_id=1,
+                        question_type="single-verify", attribute_type="t", question="q",
+                        answer=("yes",), ecg_ids=(ecg,), attribute=("a",), split="test")
+
+    ep = Episode(support=tuple(sample(i, 10 + i) for i in range(4)),
+                 query=(sample(9, 99), sample(8, 98)), classes=(), index=3)
+    picks = [other_record(ep, i) for i in range(2)]
+    assert all(p in {10, 11, 12, 13} for p in picks)
+    assert picks == [other_record(ep, i) for i in range(2)]         # deterministic
+
+
+def test_a_copied_adapter_is_checked_through_its_training_record(image_adapter, synth_qa,
+                                                                 tmp_path):
+    import yaml
+
+    from ecgqa.bench.image import TrainingOverlap, training_data_check, write_training_record
+    from ecgqa.qa.ecgqa import load_ecgqa
+    from ecgqa.qa.resolve import make_resolver
+
+    resolver = make_resolver(synth_qa)
+    data = Path(yaml.safe_load((image_adapter.parent / "config.yaml").read_text())["data"]["path"])
+    train_ids = {i for e in json.loads((data / "train.json").read_text()) for i in e["ecg_id"]}
+    every = {i for s in load_ecgqa(synth_qa).samples for i in s.ecg_ids}
+    unseen = sorted(every - train_ids)[:20]
+    copy = tmp_path / "shipped"
+    shutil.copytree(image_adapter, copy)                 # no run config beside it
+    assert training_data_check(copy, resolver, unseen)["status"] == "unavailable"
+    record = write_training_record(copy, data)
+    assert len(record["record_digests"]) == len(train_ids)
+    check = training_data_check(copy, resolver, unseen)
+    assert check["status"] == "checked" and check["shared"] == 0
+    assert check["train_records"] == len(train_ids) and check["query_records"] == len(unseen)
+    with pytest.raises(TrainingOverlap, match="same record header"):
+        training_data_check(copy, resolver, sorted(train_ids)[:3])
+
+
+def test_feature_classifiers_read_the_image_encoders_features(image_adapter, synth_qa):
+    """protonet on the image path: softmax over minus the squared distances between the
+    query's and each answer's mean support features of the adapter's image encoder."""
+    from ecgqa.bench.image import ImageContext, QueryImages, image_protonet
+    from ecgqa.image_qa.model import ImageQaModel, preprocess
+    from ecgqa.qa.ecgqa import load_ecgqa
+    from ecgqa.qa.episodes import Episode
+    from ecgqa.qa.resolve import make_resolver
+    from ecgqa.records.leads import parse_leads
+
+    data = load_ecgqa(synth_qa)
+    model = ImageQaModel.from_pretrained(image_adapter).eval()
+    images = QueryImages(make_resolver(synth_qa), (32, 64), parse_leads("12-lead"))
+    ctx = ImageContext(model, images, data.vocab)
+    verify = [s for s in data.samples if s.question_type == "single-verify"]
+    tid = verify[0].template_id
+    yes = [s for s in verify if s.template_id == tid and s.answer == ("yes",)][:3]
+    no = [s for s in verify if s.template_id == tid and s.answer == ("no",)][:3]
+    query = [s for s in verify if s.template_id == tid and s not in yes + no][0]
+    ep = Episode(support=tuple(yes[:2] + no[:2]), query=(query,), classes=(), index=0)
+    out, _ = image_protonet(ctx, ep)
+
+    def pooled(sample):
+        with torch.no_grad():
+            img = images.get(sample.ecg_ids[0])
+            return model.encoder(preprocess([img], [32, 64])).mean(1)[0].double().numpy()
+
+    options = [tuple(o) for o in out[0]["options"]]
+    z = pooled(query)
+    scores = []
+    for o in options:
+        members = [pooled(s) for s in ep.support if tuple(sorted(s.answer)) == o]
+        scores.append(-((z - np.mean(members, 0)) ** 2).sum() if members else -np.inf)
+    want = torch.softmax(torch.tensor(scores), 0).numpy()
+    np.testing.assert_allclose(out[0]["probs"], want, atol=1e-4)
+    assert out[0]["correct"] == (out[0]["pred"] == sorted(query.answer))
