@@ -156,10 +156,10 @@ def test_the_repl_says_what_images_cannot_do(image_adapter, ecg_png, tmp_path, m
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--image", "{png}"], "needs --adapter DIR"),
+    (["--image", "{png}", "--adapter", "heldout"], "reads signals"),
     (["--image", "{png}", "--adapter", "{signal}"], "signal adapter"),
     (["--ecg", "{ecg}", "--modality", "image", "--adapter", "{signal}"], "signal adapter"),
-    (["--ecg", "{ecg}", "--modality", "image"], "needs --adapter DIR"),
+    (["--ecg", "{ecg}", "--modality", "image", "--adapter", "heldout"], "needs --adapter DIR"),
     (["--ecg", "{ecg}", "--adapter", "{image}"], "--modality image"),
     (["--image", "{png}", "--modality", "signal", "--adapter", "{image}"], "--modality image"),
     (["--image", "{png}", "--ecg", "{ecg}", "--adapter", "{image}"], "not both"),
@@ -209,3 +209,33 @@ def test_the_library_refuses_the_wrong_adapter_kind(image_adapter, tiny_adapter)
         ImageSession(tiny_adapter, record=ECG)
     with pytest.raises(ChatError, match="one ECG"):
         ImageSession(image_adapter)
+
+
+# --------------------------------------------------------------------------- shipped
+
+
+def test_the_shipped_image_adapter_answers_out_of_the_box_and_reads_the_image(capsys):
+    """`--image` / `--modality image` without --adapter use ecgqa/assets/adapter-image;
+    its answer changes when the image does (a blank page is not answered like an ECG)."""
+    import torch
+    from PIL import Image
+
+    from ecgqa.image_qa.model import SHIPPED_IMAGE_ADAPTER, ImageQaModel
+    from ecgqa.image_qa.render import render_image
+    from ecgqa.records.read import read_record
+
+    out = ask_json("--ecg", str(ECG), "--modality", "image", capsys=capsys)
+    assert out["modality"] == "image" and out["adapter"] == "default"
+    assert abs(sum(o["prob"] for o in out["options"]) - 1) < 1e-5
+    model = ImageQaModel.from_pretrained("image")
+    assert model.cfg.image_encoder == "cnn_tokens" and model.cfg.image_encoder_init is None
+    assert not model.trainable_parameters()
+    h, w = model.cfg.image_size
+    ecg = render_image(read_record(ECG), (h, w))
+    blank = Image.new("RGB", (w, h), (255, 255, 255))
+    with torch.no_grad():
+        p = model.score_options([ecg, blank], [YES_NO_Q] * 2, [["yes", "no"]] * 2)
+    yes = {o["text"]: o["prob"] for o in out["options"]}["yes"]
+    assert abs(float(p[0, 0]) - yes) < 1e-4          # chat drew the record as the bench does
+    assert abs(float(p[0, 0]) - float(p[1, 0])) > 1e-3
+    assert (SHIPPED_IMAGE_ADAPTER / "training.json").is_file()

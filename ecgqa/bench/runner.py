@@ -174,14 +174,21 @@ def check_adapter(source: str, modality: str) -> Path:
     A signal adapter (train-meta) holds ``config.yaml`` + ``meta.yaml``; an image adapter
     (train-lora's ``OUT/adapter``) ``config.yaml`` + ``adapter_config.json``.
     """
+    from ecgqa.image_qa.model import IMAGE_ADAPTER_NAMES, SHIPPED_IMAGE_ADAPTER
     from ecgqa.meta.adapter import SHIPPED_ADAPTERS
 
+    if modality == "image" and str(source) in {*SHIPPED_ADAPTERS, *IMAGE_ADAPTER_NAMES}:
+        # the shipped image adapter (trained on every class: the results count the classes
+        # asked that it trained on)
+        if not (SHIPPED_IMAGE_ADAPTER / "adapter_config.json").is_file():
+            raise BenchError(f"{SHIPPED_IMAGE_ADAPTER}: the shipped image adapter is missing "
+                             "(a broken install); give --adapter DIR, a train-lora adapter")
+        return SHIPPED_IMAGE_ADAPTER
     if str(source) in SHIPPED_ADAPTERS:
-        if modality == "image":
-            raise BenchError(f"adapter {source!r} is a shipped signal adapter; --modality "
-                             "image needs a LoRA adapter folder (train-lora's OUT/adapter): "
-                             "give --adapter DIR")
         return SHIPPED_ADAPTERS[str(source)]
+    if str(source) in IMAGE_ADAPTER_NAMES:
+        raise BenchError(f"adapter {source!r} is the shipped image adapter; run it with "
+                         "--modality image")
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise BenchError(f"{folder}: no such adapter folder")
