@@ -584,7 +584,8 @@ def _add_chat_parser(sub) -> None:
                    "--ecg FIRST --ecg SECOND, for comparison questions (signal modality)")
     p.add_argument("--image", action="append", default=None, metavar="FILE",
                    help="a picture of one 12-lead ECG (photo, scan or rendered PNG/JPG) instead "
-                   "of --ecg; implies --modality image and needs --adapter DIR, a LoRA image "
+                   "of --ecg; implies --modality image; read by the shipped image adapter, or by "
+                   "--adapter DIR, a LoRA image "
                    "adapter")
     p.add_argument("--modality", choices=("signal", "image"), default=None,
                    help="what the model reads: 'signal' (the record's samples, a train-meta "
@@ -593,8 +594,10 @@ def _add_chat_parser(sub) -> None:
     p.add_argument("--adapter", default="default", metavar="DIR",
                    help="adapter folder: written by ecgqa train-meta (signal), or by ecgqa "
                    "train-lora (image: RUN/adapter or RUN); or a shipped one: 'default' (the "
-                   "default: trained on every class of real and synthetic questions) or "
-                   "'heldout' (the benchmark's, some classes held out)")
+                   "default: trained on every class of real and synthetic questions), "
+                   "'heldout' (the benchmark's, some classes held out) or 'image' (the "
+                   "shipped LoRA image adapter, which --image / --modality image use when "
+                   "the adapter is left at 'default')")
     p.add_argument("--question", default=None, metavar="TEXT",
                    help="answer this one question and exit instead of starting the REPL")
     p.add_argument("--json", action="store_true", help="with --question: print one JSON "
