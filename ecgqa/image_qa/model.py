@@ -3,7 +3,8 @@
 Data flow of one batch (shapes at each step)::
 
     PIL images --preprocess--> pixels (B, 3, H, W) in [-1, 1]
-    pixels --image encoder (small CNN)--> feats (B, n, d_enc)            [train_vision]
+    pixels --image encoder (small CNN; cnn_tokens: distilled from the signal encoder,
+             model.image_encoder_init)--> feats (B, n, d_enc)   [train_vision, freeze_encoder]
     feats --projector--> image tokens (B, m, d_llm)                      [train_vision]
     prompt pieces + image tokens + answers --splice--> inputs_embeds (B, T, d_llm)
     --LLM body with LoRA on q/k/v/o/gate/up/down--> hidden (B, T, d_llm)
@@ -15,7 +16,7 @@ multimodal model (LLaVA, Mllama) replaces the small encoder with its own vision 
 processor (:mod:`ecgqa.image_qa.hf_multimodal`); LoRA then goes on its language model only.
 
 Which parts train is decided in the constructor alone: LoRA weights always, the image
-encoder and projector when ``train_vision`` is true.
+encoder (unless ``freeze_encoder``) and projector when ``train_vision`` is true.
 """
 
 from __future__ import annotations
