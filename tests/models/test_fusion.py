@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecgqa.models.fusion import EcgQaModel, ModelConfig
+from ecgqa.models.fusion import Batch, EcgQaModel, ModelConfig
 from ecgqa.models.llm import LlmConfig
 from ecgqa.qa.ecgqa import QaSample
 from ecgqa.synth.ecg import sample_facts, synthesize
@@ -113,10 +113,27 @@ def test_option_scores_equal_summed_token_log_probabilities(model):
                               max(1.0, float(ref.abs())))
 
 
-def test_generation_runs_and_stops(model):
+def test_generation_is_greedy_decoding_that_stops(model):
+    """generate() equals greedy decoding by full forward passes (no KV cache), stops at
+    max_new_tokens or EOS, and decodes exactly the chosen tokens."""
     batch = model.make_batch([_q(0)], _Signals(), with_answers=False)
-    text = model.generate(batch, max_new_tokens=5)
-    assert isinstance(text, str)
+    one = Batch([batch.encoded[0]], batch.feats, [batch.ecg_index[0]])
+    emb, att, _ = model.splice(one, model.ecg_tokens(batch.feats), answers=[[]])
+    embed = model.llm.get_input_embeddings()
+    ids = []
+    with torch.no_grad():
+        for _ in range(5):
+            x = torch.cat([emb, embed(torch.tensor([ids], dtype=torch.long))], 1) if ids else emb
+            mask = torch.ones(x.shape[:2], dtype=att.dtype)
+            nxt = int(model.llm(inputs_embeds=x, attention_mask=mask).logits[0, -1].argmax())
+            if nxt == model.tokenizer.eos_token_id:
+                break
+            ids.append(nxt)
+    assert len(ids) >= 2, ids          # a random tiny LLM: EOS this early is improbable
+    want = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    assert model.generate(batch, max_new_tokens=5) == want
+    assert model.generate(batch, max_new_tokens=1) == \
+        model.tokenizer.decode(ids[:1], skip_special_tokens=True).strip()
 
 
 def test_training_the_projector_fits_a_tiny_task():
