@@ -993,13 +993,10 @@ def _image_adapter_folder(adapter, flag: str = "the image modality") -> Path:
     """The folder of a LoRA image adapter; a signal adapter or none is a ChatError."""
     need = (f"{flag} needs --adapter DIR, a LoRA image adapter (ecgqa train-lora output: "
             "adapter_config.json + vision.safetensors)")
-    from ecgqa.image_qa.model import IMAGE_ADAPTER_NAMES, SHIPPED_IMAGE_ADAPTER
+    from ecgqa.image_qa.model import IMAGE_ADAPTER_NAMES, shipped_image_adapter
 
     if str(adapter) in IMAGE_ADAPTER_NAMES:          # the shipped image adapter
-        if not (SHIPPED_IMAGE_ADAPTER / "adapter_config.json").is_file():
-            raise ChatError(f"{SHIPPED_IMAGE_ADAPTER}: the shipped image adapter is missing "
-                            "(a broken install); give --adapter DIR, a train-lora adapter")
-        return SHIPPED_IMAGE_ADAPTER
+        return shipped_image_adapter(ChatError)
     from ecgqa.meta.adapter import SHIPPED_ADAPTERS
 
     if str(adapter) in SHIPPED_ADAPTERS:

@@ -72,6 +72,14 @@ def read_yaml_sections(path: Path, keys: tuple[str, ...], expected: str,
     return data
 
 
+def check_ranges(cfg, checks: list[tuple[str, bool]]) -> None:
+    """``(field name, holds)`` pairs of a config: the first that does not hold is a
+    :class:`ConfigError` ``"{name}: value {value!r} is out of range"``."""
+    for name, ok in checks:
+        if not ok:
+            raise ConfigError(f"{name}: value {getattr(cfg, name)!r} is out of range")
+
+
 def section_config(cls: type[C], data: dict, key: str, path: Path,
                    error: type[EcgqaError] = ConfigError) -> C:
     """``from_dict(cls, data[key])``, a bad value raised as ``error`` naming ``path``."""

@@ -94,13 +94,11 @@ def other_records(samples, seed: int = 0) -> list[int]:
 
 def rerender(data: Path, samples, how: str, size, seed: int = 0) -> list:
     """Each sample's record drawn again from its source: ``plain`` or ``varied`` look."""
+    from ecgqa.bench.image import instruct_resolver
     from ecgqa.image_qa.render import Variation, render_image
-    from ecgqa.qa.ecgqa import find_version_root
-    from ecgqa.qa.resolve import make_resolver
     from ecgqa.records.read import read_record
 
-    inputs = json.loads((data / "meta.json").read_text()).get("inputs") or {}
-    resolver = make_resolver(inputs.get("records") or find_version_root(inputs["qa"]))
+    resolver = instruct_resolver(json.loads((data / "meta.json").read_text()))
     cache: dict[tuple, object] = {}
     out = []
     for s in samples:
@@ -174,9 +172,11 @@ def main() -> int:
         name, _, path = run.partition("=")
         model = _model(path or name, args.config)
         size = model.cfg.image_size
+        first_images = None                  # the first --renders' images (sensitivity base)
         for how in args.renders:
             images = ([s.image for s in samples] if how == "dataset"
                       else rerender(Path(args.data), samples, how, size, args.seed))
+            first_images = images if first_images is None else first_images
             label = _label(name, how)
             rows[label] = evaluate(model, samples, images, not args.no_generate)
             print(f"{label}: done", flush=True)
@@ -189,9 +189,7 @@ def main() -> int:
 
             h, w = size
             blank = [Image.new("RGB", (w, h), (255, 255, 255))] * len(samples)
-            base = [s.image for s in samples] if args.renders[0] == "dataset" else \
-                rerender(Path(args.data), samples, args.renders[0], size, args.seed)
-            other = [base[j] for j in other_records(samples, args.seed)]
+            other = [first_images[j] for j in other_records(samples, args.seed)]
             first = _label(name, args.renders[0])
             for label, images in ((f"{name} (blank page)", blank),
                                   (f"{name} (another patient's ECG)", other)):

@@ -104,6 +104,10 @@ class ImageContext:
     max_new_tokens: int | None = None
     features: dict = None          # ecg_id -> the image encoder's mean-pooled tokens
 
+    def candidates(self, ep: Episode, query) -> list[tuple[str, ...]]:
+        """The answers a method chooses among (:func:`ecgqa.bench.methods.candidates`)."""
+        return candidates(ep, query, self.vocab, self.options)
+
     def pooled(self, ecg_id: int) -> np.ndarray:
         """The adapter's image encoder's mean-pooled tokens of the record's image ``(d,)``
         (computed once per record and lead subset)."""
@@ -161,7 +165,7 @@ def _answer(ctx: ImageContext, ep: Episode, image_of=None) -> tuple[list[dict], 
     """Score every query's candidates after its image and question, generate, and measure
     the teacher-forced token accuracy; the support set is not looked at. ``image_of(ep,
     i)`` replaces query ``i``'s image (the ECG-sensitivity methods)."""
-    options = [candidates(ep, q, ctx.vocab, ctx.options) for q in ep.query]
+    options = [ctx.candidates(ep, q) for q in ep.query]
     terms = answer_terms(options, ctx.vocab)
     out, tokens = [], []
     for i, (q, opts) in enumerate(zip(ep.query, options)):
@@ -204,39 +208,23 @@ def lora_other(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
     return _answer(ctx, ep, lambda e, i: ctx.images.get(other_record(e, i)))
 
 
-def _classify(ctx: ImageContext, ep: Episode, fit) -> tuple[list[dict], dict]:
-    """The signal path's feature classifiers on the image encoder's features of the
-    rendered support and query ECGs (:func:`ecgqa.bench.methods._classify`)."""
-    from ecgqa.meta.loop import template_pool
-
-    out = []
-    for q in ep.query:
-        pool = template_pool(ep, q)
-        options = candidates(ep, q, ctx.vocab, ctx.options)
-        x = np.stack([ctx.pooled(s.ecg_ids[0]) for s in pool])
-        y = np.array([options.index(tuple(sorted(s.answer))) for s in pool])
-        probs = fit(x, y, len(options))(ctx.pooled(q.ecg_ids[0])[None])[0]
-        truth = tuple(sorted(q.answer))
-        pred = options[int(np.argmax(probs))]
-        out.append({"truth": list(truth), "options": [list(o) for o in options],
-                    "probs": [float(p) for p in probs], "pred": list(pred),
-                    "correct": pred == truth, "confidence": float(np.max(probs)),
-                    "text": None, "exact_match": None})
-    return out, {}
+def _image_features(ctx: ImageContext):
+    return lambda sample: ctx.pooled(sample.ecg_ids[0])
 
 
 def image_protonet(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
-    """Nearest answer prototype on the image encoder's features of the support images."""
-    from ecgqa.bench.methods import _Prototypes
+    """Nearest answer prototype on the image encoder's features of the support images
+    (the signal path's classifier, :func:`ecgqa.bench.methods._classify`)."""
+    from ecgqa.bench.methods import _classify, _Prototypes
 
-    return _classify(ctx, ep, _Prototypes)
+    return _classify(ctx, ep, _Prototypes, _image_features(ctx))
 
 
 def image_linear_probe(ctx: ImageContext, ep: Episode) -> tuple[list[dict], dict]:
     """Logistic regression on the image encoder's features of the support images."""
-    from ecgqa.bench.methods import _linear_probe
+    from ecgqa.bench.methods import _classify, _linear_probe
 
-    return _classify(ctx, ep, _linear_probe)
+    return _classify(ctx, ep, _linear_probe, _image_features(ctx))
 
 
 RUN = {"lora": lora, "lora_disabled": lora_disabled, "lora_blank": lora_blank,
@@ -327,24 +315,24 @@ def training_data_check(folder: Path, resolver, query_pool, query_classes=()) ->
     """
     found = _training_records(folder)
     if isinstance(found, str) and (folder / TRAINING_RECORD).is_file():
-        return _shipped_check(folder, resolver, query_pool, query_classes)
+        found = _recorded_training(folder)
     if isinstance(found, str):
         return {"status": "unavailable", "reason": found}
-    data_path, train_files, size, entries = found
+    label, train_keys, key_of, size, trained, how = found
     query = {}
     for ecg_id in sorted(query_pool):
         path = resolver.path(ecg_id)
-        if path is not None:
-            query[_real(path)] = ecg_id
-    shared = sorted(query[p] for p in train_files if p in query)
+        key = None if path is None else key_of(path)
+        if key is not None:
+            query[key] = ecg_id
+    shared = sorted(query[k] for k in train_keys if k in query)
     if shared:
         raise TrainingOverlap(
             f"{folder}: the adapter was trained on {len(shared)} record(s) of the bench's query "
-            f"pool (e.g. ecg_id {shared[0]}, from {data_path}); benchmark it on records it never "
-            "trained on (query_splits, or --splits)")
-    trained = {_entry_class(e) for e in entries}
-    return {"status": "checked", "train_data": str(data_path),
-            "train_records": len(train_files), "query_records": len(query), "shared": 0,
+            f"pool (e.g. ecg_id {shared[0]}, from {label}{how}); benchmark it on records it "
+            "never trained on (query_splits, or --splits)")
+    return {"status": "checked", "train_data": label,
+            "train_records": len(train_keys), "query_records": len(query), "shared": 0,
             "query_classes": len(set(query_classes)),
             "query_classes_trained": len(set(query_classes) & trained), "image_size": size}
 
@@ -379,28 +367,19 @@ def write_training_record(adapter: Path, data: Path) -> dict:
     return record
 
 
-def _shipped_check(folder: Path, resolver, query_pool, query_classes) -> dict:
+def _recorded_training(folder: Path) -> tuple:
+    """What :func:`training_data_check` compares, from an adapter's ``training.json``:
+    records are matched by their header digest."""
     import json
 
     record = json.loads((folder / TRAINING_RECORD).read_text())
-    digests = set(record["record_digests"])
-    query = {}
-    for ecg_id in sorted(query_pool):
-        path = resolver.path(ecg_id)
-        if path is not None and Path(f"{path}.hea").is_file():
-            query[header_digest(path)] = ecg_id
-    shared = sorted(query[d] for d in digests if d in query)
-    if shared:
-        raise TrainingOverlap(
-            f"{folder}: the adapter was trained on {len(shared)} record(s) of the bench's query "
-            f"pool (e.g. ecg_id {shared[0]}; same record header); benchmark it on records it "
-            "never trained on (query_splits, or --splits)")
+
+    def key_of(path):
+        return header_digest(path) if Path(f"{path}.hea").is_file() else None
+
     trained = {tuple(_listify(json.loads(c))) for c in record["classes"]}
-    return {"status": "checked", "train_data": record["train_data"] + " (by record digest)",
-            "train_records": len(digests), "query_records": len(query), "shared": 0,
-            "query_classes": len(set(query_classes)),
-            "query_classes_trained": len(set(query_classes) & trained),
-            "image_size": record.get("image_size")}
+    return (record["train_data"] + " (by record digest)", set(record["record_digests"]),
+            key_of, record.get("image_size"), trained, "; same record header")
 
 
 def _listify(c) -> tuple:
@@ -417,9 +396,10 @@ def _entry_class(entry: dict) -> tuple:
     return (entry.get("template_id"), terms(entry.get("attribute")), terms(entry.get("answer")))
 
 
-def _training_records(folder: Path) -> tuple[Path, set[Path], list | None, list] | str:
-    """(instruction data, its training records' files, its image size, its entries), or
-    why unknown."""
+def _training_records(folder: Path) -> tuple | str:
+    """What :func:`training_data_check` compares, from the run folder beside the adapter:
+    ``(instruction data, its training records' files, the key of a query record path (its
+    resolved file), its image size, its question classes, "")``, or why unknown."""
 
     import yaml
 
@@ -430,7 +410,10 @@ def _training_records(folder: Path) -> tuple[Path, set[Path], list | None, list]
         return (f"no train-lora config.yaml with data.path beside the adapter folder "
                 f"({run}), so its training data is unknown")
     found = _training_records_of(data_path)
-    return found if isinstance(found, str) else (data_path, *found)
+    if isinstance(found, str):
+        return found
+    files, size, entries = found
+    return (str(data_path), files, _real, size, {_entry_class(e) for e in entries}, "")
 
 
 def _training_records_of(data_path: Path) -> tuple[set[Path], list | None, list] | str:
@@ -454,16 +437,27 @@ def _training_records_of(data_path: Path) -> tuple[set[Path], list | None, list]
     return files if isinstance(files, str) else (files, meta.get("size"), entries)
 
 
-def _record_files(meta: dict, entries: list) -> set[Path] | str:
-    """The record files of instruction entries built from ECG-QA-schema data, or why they
-    cannot be found."""
-    from ecgqa.qa.ecgqa import EcgQaError, find_version_root
+def instruct_resolver(meta: dict):
+    """The records of instruction data built from ECG-QA-schema data, where ``ecgqa data
+    instruct`` looked for them (its ``meta.json``'s inputs): ``ecg_id -> record path``.
+
+    Raises:
+        EcgQaError, KeyError, TypeError, OSError: the inputs are missing or not found.
+    """
+    from ecgqa.qa.ecgqa import find_version_root
     from ecgqa.qa.resolve import make_resolver
 
     inputs = meta.get("inputs") or {}
-    try:                                        # where build_instruct looked for the records
-        location = inputs.get("records") or find_version_root(inputs["qa"])
-        resolver = make_resolver(location)
+    return make_resolver(inputs.get("records") or find_version_root(inputs["qa"]))
+
+
+def _record_files(meta: dict, entries: list) -> set[Path] | str:
+    """The record files of instruction entries built from ECG-QA-schema data, or why they
+    cannot be found."""
+    from ecgqa.qa.ecgqa import EcgQaError
+
+    try:
+        resolver = instruct_resolver(meta)
     except (EcgQaError, KeyError, TypeError, OSError) as err:
         return f"the records of the training data cannot be found ({err})"
     ids = {int(i) for e in entries if e.get("split", "train") == "train"

@@ -168,17 +168,20 @@ def _pooled(ctx: Context, sample) -> np.ndarray:
     return batch.feats.mean(dim=1).reshape(-1).float().cpu().numpy()
 
 
-def _classify(ctx: Context, ep: Episode, fit) -> tuple[list[dict], dict]:
+def _classify(ctx: Context, ep: Episode, fit, features=None) -> tuple[list[dict], dict]:
     """Answer each query with ``fit(x_support, y_support) -> predict_proba(x) -> probs``
-    over the query's options."""
+    over the query's options (``ctx.candidates``). ``features(sample) -> (d,)`` gives a
+    sample's features (default: the signal encoder's, :func:`_pooled`); the image
+    modality passes its image encoder's."""
+    features = features or (lambda sample: _pooled(ctx, sample))
     out = []
     for q in ep.query:
         pool = template_pool(ep, q)
         options = ctx.candidates(ep, q)
-        x = np.stack([_pooled(ctx, s) for s in pool])
+        x = np.stack([features(s) for s in pool])
         y = np.array([options.index(tuple(sorted(s.answer))) for s in pool])
         predict = fit(x, y, len(options))
-        z = _pooled(ctx, q)[None]
+        z = features(q)[None]
         probs = predict(z)[0]
         truth = tuple(sorted(q.answer))
         pred = options[int(np.argmax(probs))]

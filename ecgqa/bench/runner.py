@@ -174,16 +174,13 @@ def check_adapter(source: str, modality: str) -> Path:
     A signal adapter (train-meta) holds ``config.yaml`` + ``meta.yaml``; an image adapter
     (train-lora's ``OUT/adapter``) ``config.yaml`` + ``adapter_config.json``.
     """
-    from ecgqa.image_qa.model import IMAGE_ADAPTER_NAMES, SHIPPED_IMAGE_ADAPTER
+    from ecgqa.image_qa.model import IMAGE_ADAPTER_NAMES, shipped_image_adapter
     from ecgqa.meta.adapter import SHIPPED_ADAPTERS
 
     if modality == "image" and str(source) in {*SHIPPED_ADAPTERS, *IMAGE_ADAPTER_NAMES}:
         # the shipped image adapter (trained on every class: the results count the classes
         # asked that it trained on)
-        if not (SHIPPED_IMAGE_ADAPTER / "adapter_config.json").is_file():
-            raise BenchError(f"{SHIPPED_IMAGE_ADAPTER}: the shipped image adapter is missing "
-                             "(a broken install); give --adapter DIR, a train-lora adapter")
-        return SHIPPED_IMAGE_ADAPTER
+        return shipped_image_adapter(BenchError)
     if str(source) in SHIPPED_ADAPTERS:
         return SHIPPED_ADAPTERS[str(source)]
     if str(source) in IMAGE_ADAPTER_NAMES:

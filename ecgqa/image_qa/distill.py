@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecgqa.config import ConfigError, expand_path, field, save_config
+from ecgqa.config import ConfigError, check_ranges, expand_path, field, save_config
 from ecgqa.image_qa.encoders import TokenImageEncoder
 from ecgqa.image_qa.render import Variation, render_image
 
@@ -84,9 +84,7 @@ def validate(cfg: DistillConfig) -> None:
               ("weight_decay", cfg.weight_decay >= 0), ("pooled_weight", cfg.pooled_weight >= 0),
               ("min_positives", cfg.min_positives >= 2), ("workers", cfg.workers >= 1),
               ("max_records", cfg.max_records >= 0), ("num_threads", cfg.num_threads >= 0)]
-    for name, ok in checks:
-        if not ok:
-            raise ConfigError(f"{name}: value {getattr(cfg, name)!r} is out of range")
+    check_ranges(cfg, checks)
     if not cfg.out:
         raise ConfigError("out: set the folder the image encoder is written to")
     out = expand_path(cfg.out)
@@ -261,6 +259,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
     varied = render_records(vpaths, size, cfg.seed + 1, 1, True, cfg.workers, progress,
                             "rendering valid (varied)")
     s_plain, s_varied = image_tokens(student, plain), image_tokens(student, varied)
+    s_train = image_tokens(student, images[::cfg.variants])     # one render per record
     metrics = {
         "train_records": len(train), "valid_records": len(valid), "train_images": len(images),
         "epoch_loss": losses, "seconds": round(time.perf_counter() - start, 1),
@@ -268,10 +267,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
         "valid_plain": token_agreement(s_plain, t_valid, mean, std),
         "valid_varied": token_agreement(s_varied, t_valid, mean, std),
         "probe": _probe(names, train, valid, {
-            "signal": (t_train, t_valid),
-            "image_plain": (image_tokens(student, images[::cfg.variants]), s_plain),
-            "image_varied": (image_tokens(student, images[::cfg.variants]), s_varied),
-            "image_untrained": untrained}),
+            "signal": (t_train, t_valid), "image_plain": (s_train, s_plain),
+            "image_varied": (s_train, s_varied), "image_untrained": untrained}),
     }
     config = {"format": FORMAT, "format_version": 1, "name": "cnn_tokens",
               "kwargs": {"widths": list(cfg.widths), "out_dim": teacher.out_dim,
@@ -288,6 +285,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> Path:
 
 
 def _records(cfg: DistillConfig):
+    from ecgqa.models.encoders.report import TABLE_GROUPS
     from ecgqa.models.encoders.targets import table_label_names
     from ecgqa.qa.labels import read_label_table, split_records
 
@@ -302,9 +300,9 @@ def _records(cfg: DistillConfig):
         raise ConfigError(f"labels: {cfg.labels} gives {len(train)} training and {len(valid)} "
                           f"validation records; distillation needs >= batch_size "
                           f"({cfg.batch_size}) and >= 1")
-    groups = ("super_class", "rhythm", "form", "sub_class")
-    in_valid = set(table_label_names(valid, groups, max(1, cfg.min_positives // 2)))
-    names = [n for n in table_label_names(train, groups, cfg.min_positives) if n in in_valid]
+    in_valid = set(table_label_names(valid, TABLE_GROUPS, max(1, cfg.min_positives // 2)))
+    names = [n for n in table_label_names(train, TABLE_GROUPS, cfg.min_positives)
+             if n in in_valid]
     return train, valid, names
 
 
@@ -313,7 +311,7 @@ def _probe(names, train, valid, columns: dict) -> dict:
     teacher's signal features, the student's image features (plain and varied valid
     renders) and the untrained student's."""
     from ecgqa.models.encoders.probe import probe_split
-    from ecgqa.models.encoders.report import group_macro
+    from ecgqa.models.encoders.report import TABLE_GROUPS, group_macro
     from ecgqa.models.encoders.targets import table_targets
 
     if not names:
@@ -324,8 +322,7 @@ def _probe(names, train, valid, columns: dict) -> dict:
     for label, (f_tr, f_va) in columns.items():
         res = probe_split(f_tr.mean(1).astype(np.float64), y_tr, f_va.mean(1).astype(np.float64),
                           y_va, k_tr, k_va)
-        groups = {g: round(group_macro(res, names, g)[0], 4)
-                  for g in ("super_class", "rhythm", "form", "sub_class")}
+        groups = {g: round(group_macro(res, names, g)[0], 4) for g in TABLE_GROUPS}
         out[label] = {"macro_auroc": round(res.macro_auroc, 4), "groups": groups,
                       "per_code": {names[j]: round(a, 4) for j, a in res.per_label.items()}}
     return out

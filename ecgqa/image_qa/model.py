@@ -554,6 +554,14 @@ class SavedImageQa:
     format_version: int = FORMAT_VERSION
 
 
+def shipped_image_adapter(error: type[EcgqaError] = ConfigError) -> Path:
+    """:data:`SHIPPED_IMAGE_ADAPTER`, or ``error`` (one line) when a broken install lacks it."""
+    if not (SHIPPED_IMAGE_ADAPTER / "adapter_config.json").is_file():
+        raise error(f"{SHIPPED_IMAGE_ADAPTER}: the shipped image adapter is missing (a broken "
+                    "install); give --adapter DIR, a train-lora adapter")
+    return SHIPPED_IMAGE_ADAPTER
+
+
 def resolve_image_adapter(source: str | os.PathLike) -> Path:
     """The folder of a saved LoRA image adapter: ``"image"`` or ``"default"`` name the
     shipped one (:data:`SHIPPED_IMAGE_ADAPTER`), anything else is a path."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ecgqa.config import ConfigError, expand_path, parse_yaml, read_text
+from ecgqa.config import ConfigError, expand_path, read_yaml_sections
 from ecgqa.errors import EcgqaError
 
 
@@ -52,11 +52,8 @@ def initial_weights(cfg) -> tuple[dict | None, dict | None, Path | None] | None:
             folder = resolve_adapter(cfg.projector_init)
         except EcgqaError as err:
             raise ConfigError(f"model.projector_init: {err}") from None
-        path = folder / "config.yaml"
-        saved = parse_yaml(read_text(path), str(path))
-        saved = saved.get("model") if isinstance(saved, dict) else None
-        if not isinstance(saved, dict):
-            raise ConfigError(f"model.projector_init: {path} has no 'model' mapping")
+        saved = read_yaml_sections(folder / "config.yaml", ("model",),
+                                   "a 'model' mapping (a train-meta adapter's config)")["model"]
         want = (saved.get("projector"), saved.get("projector_kwargs") or {},
                 saved.get("n_ecg_tokens"))
         have = (cfg.projector, cfg.projector_kwargs, cfg.n_image_tokens)

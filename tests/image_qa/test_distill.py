@@ -72,7 +72,7 @@ def test_token_encoder_gives_teacher_shaped_tokens_in_teacher_units():
 
 
 def test_renders_depend_only_on_seed_record_and_variant():
-    paths = _two_paths()
+    paths = _record_paths(2)
     a = render_records(paths, SIZE, 3, 2, True)
     b = render_records(paths, SIZE, 3, 2, True)
     assert a.shape == (4, 32, 64, 3) and a.dtype == np.uint8
@@ -81,17 +81,18 @@ def test_renders_depend_only_on_seed_record_and_variant():
     assert not np.array_equal(a[0], a[2])          # two records
 
 
-def _two_paths():
+def _record_paths(n):
+    """The first ``n`` records of the shared PTB-XL label table."""
     from ecgqa.qa.labels import read_label_table
 
-    return [r.path for r in read_label_table(LABELS).records[:2]]
+    return [r.path for r in read_label_table(LABELS).records[:n]]
 
 
 def test_fitting_lowers_the_loss_on_its_renders():
     from ecgqa.image_qa.distill import teacher_tokens
     from ecgqa.models.encoders.checkpoint import load_encoder
 
-    paths = _two_paths() + _more_paths(6)
+    paths = _record_paths(8)
     teacher = load_encoder("default")
     tokens = teacher_tokens(teacher, paths)
     mean, std = tokens.mean((0, 1)), tokens.std((0, 1)) + 1e-6
@@ -108,12 +109,6 @@ def test_fitting_lowers_the_loss_on_its_renders():
     before = loss()
     fit(cfg, student, images_, np.arange(len(paths)), target)
     assert loss() < 0.8 * before
-
-
-def _more_paths(n):
-    from ecgqa.qa.labels import read_label_table
-
-    return [r.path for r in read_label_table(LABELS).records[2:2 + n]]
 
 
 def test_a_run_writes_its_encoder_metrics_and_probe(distilled):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecgqa.config import ConfigError, expand_path, field, save_config, to_dict
+from ecgqa.config import ConfigError, check_ranges, expand_path, field, save_config, to_dict
 from ecgqa.models.encoders.base import NORMALISATIONS, EncoderError, InputSpec
 from ecgqa.models.encoders.checkpoint import build_encoder, save_encoder
 from ecgqa.models.encoders.probe import macro_auroc
@@ -119,9 +119,7 @@ def validate(cfg: EncoderPretrainConfig) -> None:
               ("contrastive_weight", cfg.contrastive_weight >= 0),
               ("contrastive_temperature", cfg.contrastive_temperature > 0),
               ("num_threads", cfg.num_threads >= 0)]
-    for name, ok in checks:
-        if not ok:
-            raise ConfigError(f"{name}: value {getattr(cfg, name)!r} is out of range")
+    check_ranges(cfg, checks)
     if not cfg.out:
         raise ConfigError("out: set the folder the encoder is written to")
 
