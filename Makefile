@@ -25,7 +25,7 @@ $(WHEELS)/.learn2learn: tools/build_learn2learn.sh constraints.txt | $(PY)
 	tools/build_learn2learn.sh $(PY)
 	touch $@
 
-$(STAMP): pyproject.toml constraints.txt $(WHEELS)/.learn2learn | $(PY)
+$(STAMP): pyproject.toml setup.py constraints.txt $(WHEELS)/.learn2learn | $(PY)
 	$(PIP) install -c constraints.txt --find-links $(WHEELS) -e '.[dev]'
 	$(PIP) check
 	touch $@

@@ -174,8 +174,10 @@ def _coerce(tp, value, where: str):
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
+        _check_tree(value, where)
         return dict(value)
     if tp is Any:
+        _check_tree(value, where)
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -195,6 +197,28 @@ def _coerce(tp, value, where: str):
                               f"got {short(value)}")
         return value
     return value
+
+
+MAX_TREE_NODES = 100_000       # a free-form mapping (projector_kwargs ...) is a few values
+
+
+def _check_tree(value, where: str) -> None:
+    """A free-form value must be a finite tree: YAML aliases can make it refer to itself
+    (``&a {k: *a}``) or expand to billions of nodes (nested aliases), which every later
+    copy, comparison or save would follow forever."""
+    stack, count = [(value, ())], 0
+    while stack:
+        node, parents = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        if any(node is p for p in parents):
+            raise ConfigError(f"{where}: the value refers to itself (a YAML alias loop)")
+        count += len(node)
+        if count > MAX_TREE_NODES:
+            raise ConfigError(f"{where}: more than {MAX_TREE_NODES} values (YAML aliases "
+                              "expanding?); give a small mapping")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, (*parents, node)) for child in children)
 
 
 def _number(tp: type, value, where: str) -> int | float:

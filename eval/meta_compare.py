@@ -39,9 +39,10 @@ from pathlib import Path
 from ecgqa.bench import methods
 from ecgqa.bench.methods import Context
 from ecgqa.config import from_dict
+from ecgqa.intervals import mean_ci
 from ecgqa.meta.adapter import load_adapter
 from ecgqa.meta.data import DataConfig, load_meta_data
-from ecgqa.meta.loop import evaluate_episode, mean_ci
+from ecgqa.meta.loop import evaluate_episode
 from ecgqa.meta.trainer import episode_record
 
 

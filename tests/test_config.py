@@ -132,3 +132,24 @@ def test_bad_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(_Outer, tmp_path / "list.yaml")
+
+
+def test_free_form_values_must_be_finite_trees(tmp_path):
+    """YAML aliases can make a free-form mapping (projector_kwargs ...) refer to itself or
+    expand to billions of values; both are one-line errors, found at once."""
+    from ecgqa.config import from_dict, parse_yaml, read_text
+    from ecgqa.models.fusion import ModelConfig
+
+    (tmp_path / "loop.yaml").write_text("projector_kwargs: &a {dim: 8, again: *a}\n")
+    with pytest.raises(ConfigError, match="projector_kwargs: the value refers to itself"):
+        load_config(ModelConfig, tmp_path / "loop.yaml")
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\nmodel: {projector_kwargs: "
+                                          "{k: *i}}\n")
+    data = parse_yaml(read_text(tmp_path / "laughs.yaml"), "laughs.yaml")["model"]
+    with pytest.raises(ConfigError, match="more than 100000 values"):   # 10**9 leaves: not
+        from_dict(ModelConfig, data, "model.")                          # walked to the end
+    small = load_config(ModelConfig, None, ["projector_kwargs={dim: 8, heads: [1, 2]}"])
+    assert small.projector_kwargs == {"dim": 8, "heads": [1, 2]}

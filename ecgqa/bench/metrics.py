@@ -2,7 +2,7 @@
 
 - Per-episode metrics (option accuracy, exact match, BLEU, ROUGE-L, METEOR, token accuracy)
   are averaged within an episode; the interval is the normal approximation over episodes
-  (:func:`ecgqa.meta.loop.mean_ci`).
+  (:func:`ecgqa.intervals.mean_ci`).
 - Pooled metrics (macro-F1 over answer classes, expected calibration error) are computed
   over all queries of a cell; the interval is a percentile bootstrap that resamples whole
   episodes (queries of one episode share a support set, so they are not independent).
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ecgqa.meta.loop import mean_ci
+from ecgqa.intervals import mean_ci
 
 
 def macro_f1(truths: Sequence, preds: Sequence) -> float:

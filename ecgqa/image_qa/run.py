@@ -1,4 +1,5 @@
-"""Command line of LoRA training, shared by ``ecgqa/train_lora.py`` and ``ecgqa train-lora``.
+"""The LoRA training recipe, shared by ``ecgqa/train_lora.py`` and ``ecgqa train-lora``
+(its command line is :class:`ecgqa.recipe.Recipe`).
 
 Kept free of torch imports so that building the ``ecgqa`` parser stays fast.
 """
@@ -6,7 +7,8 @@ Kept free of torch imports so that building the ``ecgqa`` parser stays fast.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+
+from ecgqa.recipe import Recipe, resolve_config
 
 DESCRIPTION = (
     "LoRA instruction tuning of an LLM on ECG images (LLaVA-format conversations from "
@@ -16,22 +18,9 @@ DESCRIPTION = (
     "format). Launch with `accelerate launch` for data-parallel micro-batches.")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ecgqa.meta.run import add_recipe_arguments
-
-    add_recipe_arguments(p, "configs/lora/tiny.yaml", "train.lr=1e-4 or --train.lr 1e-4")
-
-
-def parse(argv: Sequence[str], prog: str, parser_class=argparse.ArgumentParser):
-    from ecgqa.meta.run import parse_recipe
-
-    return parse_recipe(argv, prog, DESCRIPTION, add_arguments, parser_class)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run LoRA training as ``args`` say; user errors raise (the caller prints one line)."""
     from ecgqa.image_qa.train import LoraTrainer, TrainLoraConfig, make_accelerator, validate
-    from ecgqa.meta.run import resolve_config
 
     cfg = resolve_config(TrainLoraConfig, args)
     if cfg is None:
@@ -52,17 +41,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def is_user_error(err: BaseException) -> bool:
-    """Errors a user can fix: bad config, data, model folder or file."""
-    from ecgqa.config import ConfigError
-    from ecgqa.image_qa.instruct import InstructError
-    from ecgqa.models.llm import LlmError
-
-    return isinstance(err, (ConfigError, InstructError, LlmError, OSError))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python ecgqa/train_lora.py`` / ``accelerate launch ecgqa/train_lora.py``."""
-    from ecgqa.meta.run import recipe_main
-
-    return recipe_main("train_lora", argv, parse, run, is_user_error)
+RECIPE = Recipe(name="train_lora", description=DESCRIPTION,
+                config_example="configs/lora/tiny.yaml",
+                override_example="train.lr=1e-4 or --train.lr 1e-4", run=run)
+main = RECIPE.main

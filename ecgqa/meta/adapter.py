@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ecgqa
+from ecgqa.assets import signal_adapter
 from ecgqa.config import (
     expand_path,
     read_yaml_sections,
@@ -35,8 +35,7 @@ from ecgqa.errors import EcgqaError
 if TYPE_CHECKING:  # imported where used: learn2learn (3 s with torchvision) only when needed
     from ecgqa.meta.loop import MetaConfig
 
-ASSETS = Path(ecgqa.__file__).resolve().parent / "assets"
-SHIPPED_ADAPTERS = {"default": ASSETS / "adapter-default", "heldout": ASSETS / "adapter-heldout"}
+SHIPPED_ADAPTERS = {name: signal_adapter(name) for name in ("default", "heldout")}
 """The adapters shipped with the package, by name: ``default`` answers chat's questions
 (trained on every class of the real and synthetic data), ``heldout`` gives the benchmark's
 honest few-shot numbers (meta-trained with a share of the classes held out)."""

@@ -17,7 +17,6 @@ for exact match.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -294,12 +293,3 @@ def answer_matches(text: str, truth: Sequence[str], vocabulary: Sequence[str]) -
     got = parse_answer(text, terms)
     return got is not None and got == frozenset(truth)
 
-
-def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
-    """Mean and the half-width of its normal-approximation 95% confidence interval."""
-    x = np.asarray(values, dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan
-    if len(x) == 1:
-        return float(x[0]), math.nan
-    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(len(x)))

@@ -23,13 +23,10 @@ from pathlib import Path
 import torch
 
 from ecgqa.config import expand_path, field
-from ecgqa.errors import EcgqaError
+from ecgqa.models import quantized
+from ecgqa.models.errors import LlmError
 
 EMBEDDED_NAME = "gemma3-270m-q4km"
-
-
-class LlmError(EcgqaError):
-    """The language model could not be loaded; the message says why and what to do."""
 
 
 @dataclass
@@ -60,8 +57,8 @@ def load_llm(cfg: LlmConfig):
     Raises:
         LlmError: unknown source, missing folder, unsupported dtype or quantization.
     """
-    dtype = _dtype(cfg.dtype)
-    _quantization(cfg)                      # validate before anything is loaded
+    dtype = torch_dtype(cfg.dtype)
+    quantization_config(cfg)                      # validate before anything is loaded
     if cfg.source == "embedded":
         model, tok = _load_embedded(cfg, dtype)
     elif cfg.source == "path":
@@ -76,15 +73,13 @@ def load_llm(cfg: LlmConfig):
         p.requires_grad_(False)
     if cfg.quantization not in (None, "none"):
         # bitsandbytes' CPU layers give wrong input gradients; de-quantise per call instead
-        from ecgqa.models.quantized import make_cpu_trainable
-
-        make_cpu_trainable(model)
+        quantized.make_cpu_trainable(model)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
 
 
-def _dtype(name: str) -> torch.dtype:
+def torch_dtype(name: str) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16}
     if name not in table:
@@ -92,7 +87,7 @@ def _dtype(name: str) -> torch.dtype:
     return table[name]
 
 
-def _quantization(cfg: LlmConfig):
+def quantization_config(cfg: LlmConfig):
     if cfg.quantization in (None, "none"):
         return None
     if cfg.quantization not in ("4bit", "8bit"):
@@ -101,7 +96,7 @@ def _quantization(cfg: LlmConfig):
 
     if cfg.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=_dtype(cfg.dtype))
+                                  bnb_4bit_compute_dtype=torch_dtype(cfg.dtype))
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -115,7 +110,7 @@ def _load_path(cfg: LlmConfig, dtype: torch.dtype, path: str | Path | None = Non
                        "folder saved with save_pretrained")
     kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation,
                   local_files_only=True, use_safetensors=True)     # never a pickled .bin
-    q = _quantization(cfg)
+    q = quantization_config(cfg)
     if q is not None:
         kwargs["quantization_config"] = q
     try:
@@ -132,7 +127,7 @@ def embedded_cache_dir(cfg: LlmConfig) -> Path:
     from ecgqa.qa.cache import default_cache_dir
 
     base = expand_path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    suffix = "" if _dtype(cfg.dtype) == torch.float32 else "-bf16"
+    suffix = "" if torch_dtype(cfg.dtype) == torch.float32 else "-bf16"
     return base / "llm" / (EMBEDDED_NAME + suffix)
 
 

@@ -22,6 +22,8 @@ import types
 import torch
 from torch.nn import functional as F
 
+from ecgqa.models.errors import LlmError
+
 _PATCHED = "_ecgqa_dequant_forward"
 
 
@@ -43,8 +45,6 @@ def make_cpu_trainable(model: torch.nn.Module) -> int:
         14
     """
     import bitsandbytes as bnb
-
-    from ecgqa.models.llm import LlmError
 
     count = 0
     for name, mod in model.named_modules():

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from ecgqa.assets import prompt_file
 from ecgqa.errors import EcgqaError
 
 MARKER = "<ecg>"
 LAYOUTS = ("question_first", "ecg_first")
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts" / "qa.yaml"
+DEFAULT_PROMPTS = "qa.yaml"                 # a shipped prompt file (ecgqa.assets.prompt_file)
 #: The measured values a prompt's ``{measured}`` slot lists (``Measurements`` field names).
 MEASURED_VALUES = ("heart rate {heart_rate_bpm} bpm, RR {rr_ms} ms, PR {pr_ms} ms, "
                    "QRS {qrs_ms} ms, QT {qt_ms} ms, QTc {qtc_ms} ms")
@@ -62,22 +63,35 @@ class PromptTemplate:
     @classmethod
     def load(cls, layout: str = "question_first",
              path: str | os.PathLike | None = None) -> PromptTemplate:
-        """Read ``layout`` from a prompt YAML file (default ``prompts/qa.yaml``)."""
-        p = Path(path) if path else DEFAULT_PROMPTS
+        """Read ``layout`` from a prompt YAML file (default ``prompts/qa.yaml``).
+
+        Raises:
+            PromptError: the file cannot be read, is not UTF-8 YAML, has no such layout, has
+                a text that is not a string, or a layout without ``{question}`` and one
+                ``<ecg>`` per ECG (once in ``single``, twice in ``comparison``).
+        """
+        p = Path(path) if path else prompt_file(DEFAULT_PROMPTS)
         try:
-            data = yaml.safe_load(p.read_text())
-            spec = data["layouts"][layout]
-            texts = {k: data[k] for k in _OPTIONAL_TEXTS if k in data}
-            if any(not isinstance(v, str) for v in texts.values()):
-                raise TypeError
-            return cls(layout=layout, single=spec["single"], comparison=spec["comparison"],
-                       **texts)
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as err:
             raise PromptError(f"{p}: cannot read prompt file ({err.strerror})") from None
-        except (KeyError, TypeError, yaml.YAMLError):
+        except UnicodeDecodeError as err:
+            raise PromptError(f"{p}: not UTF-8 text (byte {err.start})") from None
+        except yaml.YAMLError:
+            data = None                          # reported as a file without the layout
+        try:
+            spec = data["layouts"][layout]
+            texts = {k: data[k] for k in _OPTIONAL_TEXTS if k in data}
+            texts |= {"single": spec["single"], "comparison": spec["comparison"]}
+        except (KeyError, TypeError):
             raise PromptError(f"{p}: no layout {layout!r} with 'single' and 'comparison' "
-                              f"prompts (layouts: {', '.join(LAYOUTS)}), or a text that is "
-                              "not a string") from None
+                              f"prompts (layouts: {', '.join(LAYOUTS)})") from None
+        for key, text in texts.items():
+            if not isinstance(text, str):
+                where = f"layouts.{layout}.{key}" if key in ("single", "comparison") else key
+                raise PromptError(f"{p}: {where} is not a string")
+        _check_layout(p, layout, texts["single"], texts["comparison"])
+        return cls(layout=layout, **texts)
 
     @property
     def has_measured(self) -> bool:
@@ -126,6 +140,18 @@ class PromptTemplate:
 
     def answer_text(self, answers: Sequence[str]) -> str:
         return self.answer.replace("{answer}", self.answer_separator.join(answers))
+
+
+def _check_layout(path: Path, layout: str, single: str, comparison: str) -> None:
+    """Each prompt of a layout has the question's slot and one ECG slot per ECG."""
+    for key, text, n in (("single", single, 1), ("comparison", comparison, 2)):
+        if "{question}" not in text:
+            raise PromptError(f"{path}: layouts.{layout}.{key} has no {{question}} slot; "
+                              "add one where the question goes")
+        if text.count(MARKER) != n:
+            raise PromptError(f"{path}: layouts.{layout}.{key} must hold {MARKER} "
+                              f"{'once' if n == 1 else 'twice'} (one per ECG), not "
+                              f"{text.count(MARKER)} times")
 
 
 @dataclass(frozen=True)

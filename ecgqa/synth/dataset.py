@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgqa import __version__
+from ecgqa.assets import package_version
 from ecgqa.outputs import atomic_folder
 from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
 from ecgqa.records.leads import STANDARD_LEADS
@@ -82,7 +82,7 @@ def _make_ecg(args) -> dict:
                 p_signal=signal.T.astype(np.float64), fmt=["16"] * 12,
                 adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder),
                 comments=[f"Age: {facts.age}", f"Sex: {facts.sex}",
-                          f"Synthetic: ecgqa {__version__} seed {seed}"])
+                          f"Synthetic: ecgqa {package_version()} seed {seed}"])
     return dict(facts.to_dict(), ecg_id=ecg_id, patient_id=patient, split=split,
                 path=f"records/{folder.name}/{ecg_id:05d}")
 
@@ -196,7 +196,7 @@ def _write_vocab(tmp: Path) -> None:
 def _write_readme(tmp: Path, n: int, seed: int, rows: list[dict], counts: dict) -> None:
     n_pat = len({r["patient_id"] for r in rows})
     (tmp / "README.md").write_text(
-        f"# Synthetic ECG-QA (ecgqa {__version__})\n\n"
+        f"# Synthetic ECG-QA (ecgqa {package_version()})\n\n"
         f"Made by `ecgqa data synth --n-ecgs {n} --seed {seed}`: {n} synthetic 12-lead ECGs "
         f"(500 Hz, 10 s, WFDB) of {n_pat} synthetic patients, questions in the ECG-QA schema "
         f"(train {counts.get('train', 0)}, valid {counts.get('valid', 0)}, "

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import ecgqa
+from ecgqa.assets import ENCODER_DEFAULT
 from ecgqa.config import expand_path, read_text, short
 from ecgqa.errors import EcgqaError
 from ecgqa.models.encoders.base import EncoderError, InputSpec, check_contract
@@ -36,7 +36,7 @@ FORMAT = "ecgqa-encoder"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-DEFAULT_ENCODER_DIR = Path(ecgqa.__file__).resolve().parent / "assets" / "encoder-default"
+DEFAULT_ENCODER_DIR = ENCODER_DEFAULT
 STATE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 # Prefixes other code bases put before an encoder's own keys.
 _PREFIXES = ("module.", "encoder.", "ecg_encoder.", "backbone.", "model.")
