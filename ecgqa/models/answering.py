@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ecgqa.models.kv import PrefixMemo, select_rows
+from ecgqa.models.logprobs import OptionScores, pad_scores
 from ecgqa.qa.collate import Encoded, encode_answer
 
 
@@ -119,8 +120,6 @@ def answer_batch(model, batch, options: Sequence[Sequence[Sequence[str]]], proje
     Returns:
         Answers with the same scores and texts as the per-prompt path.
     """
-    from ecgqa.models.fusion import OptionScores, pad_scores
-
     if ecg_tok is None:
         ecg_tok = model.ecg_tokens(batch.feats, projector)
     m = ecg_tok.shape[1]

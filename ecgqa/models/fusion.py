@@ -10,120 +10,57 @@ Data flow of one batch (shapes at each step)::
 Logits are computed only where they are used (answer positions, option tokens): the
 embedded Gemma has a 262k-token head, which would otherwise dominate the cost. Which
 parts train is decided here alone: the encoder and the LLM are frozen in the constructor.
+
+The steps live beside this module, one job each: :mod:`ecgqa.models.splice` (prompt
+pieces + ECG tokens -> LLM inputs), :mod:`ecgqa.models.prefix` (the first pieces'
+key/values, reused), :mod:`ecgqa.models.logprobs` (the head: losses and option scores),
+:mod:`ecgqa.models.saved` (the saved folder) and :mod:`ecgqa.models.model_config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ecgqa.config import (
-    field,
-    read_yaml_sections,
-    save_config,
-    section_config,
-    short,
+from ecgqa.models.kv import PrefixMemo
+from ecgqa.models.llm import load_llm
+from ecgqa.models.logprobs import (
+    LOSS_VOCABS,
+    TOP_TOKENS,
+    OptionScores,
+    group_losses,
+    head_logits,
+    pad_scores,
+    score_prompt,
+    target_logprobs,
 )
-from ecgqa.errors import EcgqaError
-from ecgqa.models.kv import PrefixMemo, select_rows, stack_rows, supports_row_copies
-from ecgqa.models.llm import LlmConfig, load_llm
+from ecgqa.models.model_config import ModelConfig
+from ecgqa.models.prefix import PrefixCache, prefix_cache, suffix_forward
 from ecgqa.models.projectors import build_projector
-from ecgqa.qa.collate import (
-    LAYOUTS,
-    MARKER,
-    Encoded,
-    PromptError,
-    PromptTemplate,
-    encode_answer,
-    encode_sample,
+from ecgqa.models.saved import (
+    FORMAT_VERSION,
+    TINY_LIMITS,
+    SavedModelError,
+    check_saved_llm,
+    load_parts,
+    read_saved_config,
+    save_model,
 )
+from ecgqa.models.splice import Batch, pad_embeddings, splice_prompts
+from ecgqa.qa.collate import Encoded, PromptError, PromptTemplate, encode_sample
 
-FORMAT_VERSION = 1
-
-#: Vocabularies a teacher-forced loss can normalise over: "full" (the LLM's whole head;
-#: the honest likelihood), "answers" (only the token ids the batch's answers use, so the
-#: head's cost vanishes: a 262k-wide product becomes a few dozen columns) or "top" (the
-#: answers' tokens and every answer position's :data:`TOP_TOKENS` most likely tokens: the
-#: head runs forward once without a graph to rank them, and the softmax and its backward
-#: cover a few thousand columns; the tokens that compete with the answer are still pushed
-#: down, which "answers" never does).
-LOSS_VOCABS = ("full", "answers", "top")
-
-#: Most likely tokens per answer position that the "top" vocabulary keeps.
-TOP_TOKENS = 64
-
-
-class SavedModelError(EcgqaError):
-    """A saved model folder (``config.yaml`` + ``projector.safetensors``) is missing,
-    incomplete or corrupt; the message names the file."""
-
-
-@dataclass
-class ModelConfig:
-    llm: LlmConfig = field(LlmConfig(), help="the frozen language model")
-    encoder: str = field("default", help="'default' (the shipped pretrained encoder), a saved "
-                         "encoder folder, or a registered encoder name (random weights)")
-    encoder_kwargs: dict = field({}, help="constructor arguments for a registered encoder name")
-    projector: str = field("attention", help="linear, mlp, attention or qformer")
-    projector_kwargs: dict = field({}, help="extra projector arguments (dim, heads, layers ...)")
-    n_ecg_tokens: int = field(8, help="ECG tokens per ECG spliced into the prompt")
-    layout: str = field("question_first", help="question_first or ecg_first")
-    prompt_file: str | None = field(None, help="prompt YAML (default prompts/qa.yaml)")
-    score_normalise: str = field("mean", help="option scores: mean (length-normalised) or sum "
-                                 "of token log-probabilities")
-    max_new_tokens: int = field(24, help="generation length limit")
-    measurements: bool = field(False, help="write each ECG's measured heart rate, RR, PR, QRS, "
-                               "QT and QTc (ecgqa.records.measure, on the model-ready signal, "
-                               "once per record) into the prompt's {measured} slot")
-
-
-@dataclass
-class Batch:
-    """Model-ready inputs: prompt tokens, ECG features and which ECGs each sample uses."""
-
-    encoded: list[Encoded]
-    feats: torch.Tensor                 # (E, n, d_enc), frozen encoder output
-    ecg_index: list[tuple[int, ...]]    # per sample, rows of ``feats``
-
-
-@dataclass
-class PrefixCache:
-    """Key/values of the prompts' first pieces (left-padded) for reuse across steps."""
-
-    cache: object             # a transformers Cache, batch B, length P
-    mask: torch.Tensor        # (B, P) 1 on real tokens
-    lengths: torch.Tensor     # (B,) real tokens per prompt
-
-    def restore(self) -> None:
-        """Drop what a forward pass appended and cut the prefix out of its autograd graph."""
-        extra = self.cache.get_seq_length() - self.mask.shape[1]
-        if extra > 0:
-            self.cache.crop(-extra)
-        layers = getattr(self.cache, "layers", None)
-        if layers is not None:
-            for layer in layers:
-                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
-        else:                                                   # older transformers
-            self.cache.key_cache = [k.detach() for k in self.cache.key_cache]
-            self.cache.value_cache = [v.detach() for v in self.cache.value_cache]
-
-
-@dataclass
-class OptionScores:
-    """Per sample and option: summed and mean token log-probabilities, and probabilities."""
-
-    logp_sum: torch.Tensor    # (B, K)
-    logp_mean: torch.Tensor   # (B, K)
-    probs: torch.Tensor       # (B, K), softmax over options of the chosen normalisation
+__all__ = [
+    "EcgQaModel", "ModelConfig", "Batch", "PrefixCache", "OptionScores", "SavedModelError",
+    "LOSS_VOCABS", "TOP_TOKENS", "FORMAT_VERSION", "TINY_LIMITS", "check_saved_llm",
+    "read_saved_config", "pad_embeddings", "pad_scores",
+]
 
 
 class EcgQaModel(nn.Module):
@@ -314,7 +251,8 @@ class EcgQaModel(nn.Module):
 
     def splice(self, batch: Batch, ecg_tok: torch.Tensor, answers: Sequence[Sequence[int]]
                | None = None, skip_first_piece: bool = False):
-        """Interleave prompt pieces and ECG tokens, append answers, right-pad.
+        """Interleave prompt pieces and ECG tokens, append answers, right-pad
+        (:func:`ecgqa.models.splice.splice_prompts` with this LLM's embeddings).
 
         Args:
             batch: prompts and which ECG rows each uses.
@@ -326,33 +264,8 @@ class EcgQaModel(nn.Module):
             inputs_embeds (B, T, d), attention_mask (B, T), targets (B, T) with the token
             each position must predict (-100 where there is no loss).
         """
-        texts, answer_ids = [], []                  # per sample: its text pieces' ids
-        for b, enc in enumerate(batch.encoded):
-            ans = list(answers[b]) if answers is not None else list(enc.answer)
-            texts.append(list(enc.pieces[int(skip_first_piece):]) + ([ans] if ans else []))
-            answer_ids.append(ans)
-        # one embedding call for the whole batch, however many pieces: an FSDP-sharded
-        # embedding all-gathers per call, and every process must make the same calls
-        lengths = [len(p) for pieces in texts for p in pieces]
-        embedded = iter(self._embed([i for pieces in texts for p in pieces for i in p])
-                        .split(lengths))                                  # (len, d) each
-        rows, targets = [], []
-        for b, ans in enumerate(answer_ids):
-            parts = [] if skip_first_piece else [next(embedded)]
-            for ecg_row in batch.ecg_index[b]:
-                parts += [ecg_tok[ecg_row], next(embedded)]
-            prompt_len = sum(p.shape[0] for p in parts)
-            if ans:
-                parts.append(next(embedded))
-            seq = torch.cat(parts)                                        # (T_b, d)
-            tgt = torch.full((seq.shape[0],), -100, dtype=torch.long, device=seq.device)
-            if ans:
-                tgt[prompt_len - 1: prompt_len - 1 + len(ans)] = torch.tensor(ans)
-            rows.append(seq)
-            targets.append(tgt)
-        return pad_embeddings(rows, targets)
+        return splice_prompts(self._embed, batch, ecg_tok, answers, skip_first_piece)
 
-    @torch.no_grad()
     def prefix_cache(self, batch: Batch, memo: PrefixMemo | None = None,
                      dedupe: bool = True) -> PrefixCache:
         """Key/value cache of every prompt's first piece (before the first ECG).
@@ -360,7 +273,7 @@ class EcgQaModel(nn.Module):
         That piece does not depend on the projector, so an inner loop computes it once and
         reuses it at every step (question_first puts the whole question there). Pieces are
         left-padded to one length; positions are passed explicitly, so results equal the
-        uncached computation.
+        uncached computation (:func:`ecgqa.models.prefix.prefix_cache`).
 
         Args:
             batch: the prompts.
@@ -369,92 +282,10 @@ class EcgQaModel(nn.Module):
             dedupe: compute each distinct first piece once and copy it to the rows that
                 share it (False: one row per prompt, as before; the numbers are the same).
         """
-        firsts = [tuple(e.pieces[0]) for e in batch.encoded]
-        width = max(len(f) for f in firsts)
-        _, mask = self._left_padded(firsts, width)
-        unique = list(dict.fromkeys(firsts)) if dedupe or memo is not None else firsts
-        rows = torch.tensor([unique.index(f) for f in firsts]) if len(unique) < len(firsts) \
-            else None
-        if memo is not None and len({len(f) for f in unique}) == 1:
-            caches = [self._memo_prefix(f, memo) for f in unique]
-            if caches[0] is not None:
-                return PrefixCache(stack_rows(caches, rows.tolist() if rows is not None
-                                              else range(len(firsts))), mask, mask.sum(1))
-        if dedupe and all(e.shared for e in batch.encoded):            # measured values
-            heads = [f[: e.shared] for f, e in zip(firsts, batch.encoded)]
-            if len(set(heads)) < len(heads):
-                two = self._two_level_prefix(heads, [f[len(h):] for f, h in zip(firsts, heads)])
-                if two is not None:
-                    return two
-        cache = self._prefix_forward(unique, width)
-        if rows is not None:
-            cache = select_rows(cache, rows) if supports_row_copies(cache) \
-                else self._prefix_forward(firsts, width)
-        return PrefixCache(cache, mask, mask.sum(1))
-
-    def _two_level_prefix(self, heads: list[tuple[int, ...]], tails: list[tuple[int, ...]]
-                          ) -> PrefixCache | None:
-        """The prefix cache of first pieces ``head + tail`` whose heads (the question) repeat
-        and whose tails (each record's measured values) do not: each distinct head once,
-        copied to its rows, then every row's tail on top of it in one call. Holes where a
-        row's head or tail is shorter than the widest are masked out, and positions are
-        explicit, so the numbers are those of each whole first piece. None when this LLM's
-        cache cannot be copied by rows."""
-        unique = list(dict.fromkeys(heads))
-        width_h = max(len(h) for h in unique)
-        cache = self._prefix_forward(unique, width_h)
-        if not supports_row_copies(cache):
-            return None
-        cache = select_rows(cache, torch.tensor([unique.index(h) for h in heads]))
-        _, head_mask = self._left_padded(heads, width_h)                 # (B, Ph)
-        ids, tail_mask = self._left_padded(tails, max(len(t) for t in tails))   # (B, Pt)
-        pos = head_mask.sum(1, keepdim=True) + (tail_mask.cumsum(1) - 1).clamp(min=0)
-        mask = torch.cat([head_mask, tail_mask], dim=1)                   # (B, Ph + Pt)
-        self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids), attention_mask=mask,
-                     position_ids=pos, use_cache=True, **{self._cache_arg: cache})
-        return PrefixCache(cache, mask, mask.sum(1))
-
-    def _left_padded(self, firsts: list[tuple[int, ...]], width: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ids, mask)`` ``(len(firsts), width)`` long: ``firsts`` left-padded, on the
-        model's device."""
-        ids = torch.full((len(firsts), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(firsts), width), dtype=torch.long)
-        for i, f in enumerate(firsts):
-            ids[i, width - len(f):] = torch.as_tensor(f, dtype=torch.long)
-            mask[i, width - len(f):] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    def _prefix_forward(self, firsts: list[tuple[int, ...]], width: int):
-        """The cache of ``firsts`` left-padded to ``width`` (one LLM call)."""
-        ids, mask = self._left_padded(firsts, width)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
-                           attention_mask=mask, position_ids=pos, use_cache=True)
-        return getattr(out, self._cache_arg)
-
-    def _memo_prefix(self, first: tuple[int, ...], memo: PrefixMemo):
-        """One prefix from ``memo``, computed alone when missing; None if this LLM's cache
-        cannot be copied by rows."""
-        cache = memo.get(first)
-        if cache is None:
-            cache = self._prefix_forward([first], len(first))
-            if not supports_row_copies(cache):
-                return None
-            memo.put(first, cache)
-        return cache
+        return prefix_cache(self, batch, memo, dedupe)
 
     def _suffix_forward(self, batch: Batch, ecg_tok, prefix: PrefixCache, answers=None):
-        emb, att, tgt = self.splice(batch, ecg_tok, answers, skip_first_piece=True)
-        pos = prefix.lengths.unsqueeze(1) + torch.arange(emb.shape[1], device=emb.device)
-        mask = torch.cat([prefix.mask, att], dim=1)                       # (B, P + S)
-        try:
-            hidden = self._body()(inputs_embeds=emb, attention_mask=mask, position_ids=pos,
-                                  use_cache=True, **{self._cache_arg: prefix.cache}
-                                  ).last_hidden_state                     # (B, S, d)
-        finally:
-            prefix.restore()
-        return hidden, tgt
+        return suffix_forward(self, batch, ecg_tok, prefix, answers)
 
     # ------------------------------------------------------------------ LLM side
 
@@ -463,15 +294,7 @@ class EcgQaModel(nn.Module):
 
     def _logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """float32 logits of ``hidden`` rows: every token's, or only the token ``ids``'."""
-        head = self.llm.get_output_embeddings()
-        if ids is None:
-            logits = head(hidden).float()
-        else:
-            bias = None if getattr(head, "bias", None) is None else head.bias[ids]
-            logits = nn.functional.linear(hidden, head.weight[ids], bias).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return head_logits(self.llm, hidden, ids, self.softcap)
 
     def token_logprobs(self, inputs_embeds, attention_mask, targets) -> torch.Tensor:
         """log p(target) at every position with a target; lm_head only there. (N,)"""
@@ -482,24 +305,9 @@ class EcgQaModel(nn.Module):
 
     def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor,
                          vocab: str = "full") -> torch.Tensor:
-        """log p(target) of ``hidden`` ``(N, d)`` rows; ``vocab`` "answers" normalises over
-        the tokens of ``targets`` alone, "top" over those and each row's :data:`TOP_TOKENS`
-        most likely tokens (see :data:`LOSS_VOCABS`). ``(N,)``"""
-        if vocab == "full":
-            logp = torch.log_softmax(self._logits(hidden), dim=-1)        # (N, V)
-            return logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-        if vocab not in LOSS_VOCABS:
-            raise ValueError(f"vocab {vocab!r} is not one of {LOSS_VOCABS}")
-        keep = targets
-        if vocab == "top":
-            with torch.no_grad():       # ranked in the head's dtype; softcap keeps the order
-                logits = self.llm.get_output_embeddings()(hidden.detach())  # (N, V)
-                top = logits.topk(min(TOP_TOKENS, logits.shape[-1]), dim=-1).indices
-            keep = torch.cat([targets, top.flatten()])                      # (N + N k,)
-        ids, inverse = torch.unique(keep, return_inverse=True)           # (v,), (N [+ N k],)
-        local = inverse[: targets.numel()]
-        logp = torch.log_softmax(self._logits(hidden, ids), dim=-1)       # (N, v)
-        return logp.gather(1, local.unsqueeze(1)).squeeze(1)
+        """log p(target) of ``hidden`` ``(N, d)`` rows over ``vocab`` (see
+        :data:`LOSS_VOCABS`). ``(N,)``"""
+        return target_logprobs(self.llm, hidden, targets, vocab, self.softcap)
 
     def loss(self, batch: Batch, prefix: PrefixCache | None = None,
              projector=None, vocab: str = "full") -> torch.Tensor:
@@ -515,18 +323,9 @@ class EcgQaModel(nn.Module):
                 tokens (see :data:`LOSS_VOCABS`).
         """
         self._check_trainable()
-        logp, _ = self._answer_logprobs(batch, self.ecg_tokens(batch.feats, projector), prefix,
-                                        vocab)
-        return -logp.mean()
-
-    def _answer_logprobs(self, batch: Batch, ecg_tok: torch.Tensor,
-                         prefix: PrefixCache | None = None, vocab: str = "full"
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p of every answer token, sample after sample ``(N,)``, and the targets
-        ``(B, T)`` (-100 where there is none); with ``prefix``, from the prompts' rest."""
-        hidden, tgt = self._answer_states(batch, ecg_tok, prefix)
+        hidden, tgt = self._answer_states(batch, self.ecg_tokens(batch.feats, projector), prefix)
         where = tgt != -100
-        return self._target_logprobs(hidden[where], tgt[where], vocab), tgt    # (N,)
+        return -self._target_logprobs(hidden[where], tgt[where], vocab).mean()
 
     def _answer_states(self, batch: Batch, ecg_tok: torch.Tensor,
                        prefix: PrefixCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -560,21 +359,7 @@ class EcgQaModel(nn.Module):
         """
         self._check_trainable()
         hidden, tgt = self._answer_states(batch, ecg_tok, prefix)
-        where = tgt != -100
-        states, targets = hidden[where], tgt[where]                       # (N, d), (N,)
-        if vocab == "full":
-            logp = self._target_logprobs(states, targets)
-        counts = where.sum(1).tolist()
-        out, token, row = [], 0, 0
-        for n_rows in sizes:
-            n = sum(counts[row: row + n_rows])
-            if vocab == "full":
-                out.append(-logp[token: token + n].clone().mean())   # a fresh tensor, as alone
-            else:
-                out.append(-self._target_logprobs(states[token: token + n],
-                                                  targets[token: token + n], vocab).mean())
-            token, row = token + n, row + n_rows
-        return out
+        return group_losses(self.llm, hidden, tgt, sizes, vocab, self.softcap)
 
     def _check_trainable(self) -> None:
         if not (self.quantized and torch.is_grad_enabled() and self.device.type == "cpu"):
@@ -611,41 +396,13 @@ class EcgQaModel(nn.Module):
         """
         ecg_tok = self.ecg_tokens(batch.feats, projector)
         sums, means = [], []
-        for b in range(len(batch.encoded)):
-            s, m = self._score_one(batch, b, ecg_tok, options[b])
+        for b in range(len(batch.encoded)):     # one prompt, K options reusing its KV cache
+            s, m = score_prompt(self, batch, b, ecg_tok, options[b])
             sums.append(s)
             means.append(m)
         logp_sum, logp_mean = pad_scores(sums), pad_scores(means)
         chosen = logp_mean if self.cfg.score_normalise == "mean" else logp_sum
         return OptionScores(logp_sum, logp_mean, torch.softmax(chosen, dim=-1))
-
-    def _score_one(self, batch: Batch, b: int, ecg_tok, opts) -> tuple[torch.Tensor, ...]:
-        """One prompt, K options: the prompt runs once, options reuse its KV cache."""
-        one = Batch([batch.encoded[b]], ecg_tok.new_zeros(0), [batch.ecg_index[b]])
-        emb, att, _ = self.splice(one, ecg_tok, answers=[[]])
-        out = self._body()(inputs_embeds=emb, attention_mask=att, use_cache=True)
-        last = out.last_hidden_state[:, -1]                                  # (1, d)
-        ans = [encode_answer(self.template, self.tokenizer, o) for o in opts]
-        k, width = len(ans), max(len(a) for a in ans)
-        ids = torch.full((k, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        valid = torch.zeros((k, width), dtype=torch.bool)
-        for i, a in enumerate(ans):
-            ids[i, : len(a)] = torch.tensor(a)
-            valid[i, : len(a)] = True
-        ids, valid = ids.to(self.device), valid.to(self.device)
-        cache = getattr(out, self._cache_arg)
-        cache.batch_repeat_interleave(k)
-        mask = torch.cat([att.expand(k, -1), valid.long()], dim=1)          # (K, T + L)
-        hid = self._body()(inputs_embeds=self.llm.get_input_embeddings()(ids),
-                           attention_mask=mask, use_cache=True,
-                           **{self._cache_arg: cache}).last_hidden_state     # (K, L, d)
-        # position 0 of each option is predicted by the prompt's last state
-        states = torch.cat([last.expand(k, -1).unsqueeze(1), hid[:, :-1]], dim=1)
-        logp = torch.log_softmax(self._logits(states[valid]), dim=-1)
-        tok = logp.gather(1, ids[valid].unsqueeze(1)).squeeze(1)
-        per = torch.zeros((k, width), device=tok.device).masked_scatter(valid, tok)
-        lengths = valid.sum(1)
-        return per.sum(1), per.sum(1) / lengths
 
     @torch.no_grad()
     def generate(self, batch: Batch, b: int = 0, max_new_tokens: int | None = None,
@@ -664,23 +421,7 @@ class EcgQaModel(nn.Module):
     def save_pretrained(self, out: str | os.PathLike) -> Path:
         """Write ``config.yaml`` + ``projector.safetensors`` (+ the encoder unless it is a
         reference to the shipped default or a folder). Nothing is pickled."""
-        from safetensors.torch import save_file
-
-        from ecgqa.models.encoders import save_encoder
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg = dataclasses.replace(self.cfg)
-        if cfg.encoder != "default" and not Path(cfg.encoder).is_dir():
-            save_encoder(self.encoder, out / "encoder")
-            cfg = dataclasses.replace(cfg, encoder="encoder", encoder_kwargs={})
-        state = {k: v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()}
-        tmp = out / f".projector.{os.getpid()}.tmp"
-        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, out / "projector.safetensors")
-        save_config(_SavedModel(model=cfg, template=dataclasses.asdict(self.template)),
-                    out / "config.yaml")
-        return out
+        return save_model(self, out)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **llm_overrides) -> EcgQaModel:
@@ -693,104 +434,7 @@ class EcgQaModel(nn.Module):
             SavedModelError: a missing or malformed ``config.yaml`` or
                 ``projector.safetensors`` (EncoderError for the ``encoder/`` folder).
         """
-        from ecgqa.models.encoders.checkpoint import build_fitting, load_encoder, read_safetensors
-
-        folder = Path(folder)
-        cfg, template = read_saved_config(folder)
-        if llm_overrides:
-            cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, **llm_overrides))
-        check_saved_llm(cfg.llm, folder / "config.yaml")
-        weights = folder / "projector.safetensors"
-        state = read_safetensors(weights, SavedModelError)
-        encoder = load_encoder(cfg.encoder)      # "default" or a folder (read_saved_config)
-        try:
-            llm, tok = load_llm(cfg.llm)
-        except EcgqaError:
-            raise
-        except (ValueError, TypeError) as err:   # transformers' checks of the LLM's config
-            raise SavedModelError(f"{folder / 'config.yaml'}: model.llm cannot be built "
-                                  f"({' '.join(str(err).split())[:200]})") from None
-
-        def build():
-            try:
-                return build_projector(cfg.projector, d_enc=encoder.out_dim,
-                                       d_llm=llm.config.hidden_size, n_tokens=cfg.n_ecg_tokens,
-                                       **cfg.projector_kwargs)
-            except EcgqaError:
-                raise
-            except (TypeError, ValueError, ArithmeticError, LookupError, RuntimeError,
-                    AssertionError) as err:        # torch asserts on head counts
-                why = " ".join(str(err).split())[:200]
-                raise SavedModelError(f"{folder / 'config.yaml'}: projector "
-                                      f"{short(cfg.projector)} cannot be built with "
-                                      f"{short(cfg.projector_kwargs)} ({why})") from None
-
-        projector = build_fitting(build, state, weights, SavedModelError, prefixes=False,
-                                  what=f"projector {cfg.projector}")
-        projector.load_state_dict(state)
-        return cls(encoder, projector, llm, tok, cfg, template)
-
-
-def read_saved_config(folder: Path) -> tuple[ModelConfig, PromptTemplate]:
-    """The model config and prompt template of a saved folder's ``config.yaml``, checked;
-    ``model.encoder: encoder`` is resolved to the folder's own ``encoder/``."""
-    path = folder / "config.yaml"
-    if not path.is_file():
-        raise SavedModelError(f"{folder}: no config.yaml (not a saved ecgqa model)")
-    data = read_yaml_sections(path, ("model", "template"), "the mappings 'model' and "
-                              "'template' written by save_pretrained", SavedModelError)
-    cfg = section_config(ModelConfig, data, "model", path, SavedModelError)
-    if cfg.encoder == "encoder":
-        cfg = dataclasses.replace(cfg, encoder=str(folder / "encoder"))
-    elif cfg.encoder != "default" and not Path(cfg.encoder).is_dir():
-        raise SavedModelError(f"{path}: model.encoder {short(cfg.encoder)} is not a saved "
-                              "encoder ('encoder' for the folder's own, 'default' or a folder)")
-    checks = (("n_ecg_tokens", cfg.n_ecg_tokens >= 1, ">= 1"),
-              ("max_new_tokens", cfg.max_new_tokens >= 1, ">= 1"),
-              ("layout", cfg.layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}"),
-              ("score_normalise", cfg.score_normalise in ("mean", "sum"), "mean or sum"))
-    for name, ok, want in checks:
-        if not ok:
-            raise SavedModelError(f"{path}: model.{name} {short(getattr(cfg, name))} must be "
-                                  f"{want}")
-    return cfg, _saved_template(data["template"], path)
-
-
-TINY_LIMITS = {"tiny_hidden": (2, 4096), "tiny_layers": (1, 64), "seed": (-2**63, 2**63 - 1)}
-"""The sizes a tiny random LLM may have (and its seed's range): a saved config asking for
-more would allocate gigabytes or build for hours."""
-
-
-def check_saved_llm(llm: LlmConfig, path: Path,
-                    error: type[EcgqaError] = SavedModelError) -> None:
-    """Refuse a saved config whose tiny random LLM would be huge, or could not be built."""
-    if llm.source not in ("tiny-llama", "tiny-gemma"):
-        return
-    for name, (lo, hi) in TINY_LIMITS.items():
-        value = getattr(llm, name)
-        if not lo <= value <= hi:
-            raise error(f"{path}: model.llm.{name} {value} is out of range ({lo}..{hi})")
-    if llm.tiny_hidden % 2:
-        raise error(f"{path}: model.llm.tiny_hidden {llm.tiny_hidden} must be even (two "
-                    "attention heads)")
-
-
-def _saved_template(data: dict, path: Path) -> PromptTemplate:
-    names = {f.name for f in dataclasses.fields(PromptTemplate)}
-    odd = [k for k, v in data.items() if k not in names or not isinstance(v, str)]
-    if odd or not {"layout", "single", "comparison"} <= set(data):
-        raise SavedModelError(f"{path}: template needs the texts layout, single and "
-                              f"comparison{f' (bad: {short(odd[0])})' if odd else ''}")
-    if data["single"].count(MARKER) != 1 or data["comparison"].count(MARKER) != 2:
-        raise SavedModelError(f"{path}: template.single must hold {MARKER} once and "
-                              "template.comparison twice")
-    return PromptTemplate(**data)
-
-
-@dataclass
-class _SavedModel:
-    model: ModelConfig
-    template: dict
+        return cls(*load_parts(folder, **llm_overrides))
 
 
 def _load_encoder(cfg: ModelConfig) -> nn.Module:
@@ -799,27 +443,3 @@ def _load_encoder(cfg: ModelConfig) -> nn.Module:
     if cfg.encoder == "default" or Path(cfg.encoder).is_dir():
         return load_encoder(cfg.encoder)
     return build_encoder(cfg.encoder, **cfg.encoder_kwargs)
-
-
-def pad_embeddings(rows: list[torch.Tensor], targets: list[torch.Tensor]):
-    """Right-pad ``(T_i, d)`` rows and their targets: ``(B, T, d)`` embeddings, ``(B, T)``
-    attention mask and ``(B, T)`` targets (-100 on padding)."""
-    t = max(r.shape[0] for r in rows)
-    d = rows[0].shape[1]
-    emb = rows[0].new_zeros((len(rows), t, d))
-    att = torch.zeros((len(rows), t), dtype=torch.long, device=rows[0].device)
-    tgt = torch.full((len(rows), t), -100, dtype=torch.long, device=rows[0].device)
-    for i, (r, g) in enumerate(zip(rows, targets)):
-        emb[i, : r.shape[0]] = r
-        att[i, : r.shape[0]] = 1
-        tgt[i, : g.shape[0]] = g
-    return emb, att, tgt
-
-
-def pad_scores(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Stack per-sample option scores of different lengths, -inf where there is no option."""
-    k = max(r.shape[0] for r in rows)
-    out = torch.full((len(rows), k), float("-inf"), device=rows[0].device)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out

@@ -39,8 +39,8 @@ from ecgqa.qa.labels import (
     group_answers,
     present_answers,
 )
+from ecgqa.qa.numeric import NORMAL_RANGES, NUMERIC_CLASSES, classify
 from ecgqa.qa.writer import write_shards, write_split_ecgs, write_vocab
-from ecgqa.synth.ecg import NORMAL_RANGES, NUMERIC_CLASSES, classify
 from ecgqa.workpool import ordered_map
 
 SV, SC, SQ = "single-verify", "single-choose", "single-query"
@@ -340,11 +340,11 @@ def _write_labels(tmp: Path, records, split_of, measurements) -> None:
 
 
 def _write_readme(tmp: Path, table: LabelTable, counts: dict[str, int]) -> None:
-    from ecgqa import __version__
+    from ecgqa.assets import package_version
 
     unknown = ", ".join(f"{k} ({n})" for k, n in sorted(table.unknown.items())) or "none"
     (tmp / "README.md").write_text(
-        f"# ECG-QA-schema questions from a label table (ecgqa {__version__})\n\n"
+        f"# ECG-QA-schema questions from a label table (ecgqa {package_version()})\n\n"
         f"Source: `{table.source}` ({len(table.records)} records; groups "
         f"{', '.join(table.groups)}). Questions: train {counts['train']}, valid "
         f"{counts['valid']}, test {counts['test']}. Per-record codes, split and "

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgqa.qa.numeric import NUMERIC_CLASSES, NUMERIC_FEATURES
 from ecgqa.records.leads import STANDARD_LEADS
-from ecgqa.synth.ecg import (
+from ecgqa.synth.ground_truth import (
     AXIS_CLASSES,
     EXTRA_SYSTOLES,
     LEAD_CODES,
     NOISE_TYPES,
-    NUMERIC_CLASSES,
-    NUMERIC_FEATURES,
     RHYTHMS,
     SCP_CODES,
 )

@@ -224,14 +224,14 @@ def test_top_vocabulary_loss_is_the_softmax_over_answers_and_likely_tokens(llm, 
     same products as the loss's, 64 u as in the "answers" test); it lies between the
     "answers" loss and the full one (its normaliser covers more tokens than the one and
     fewer than the other), and with every token kept it is the full loss."""
-    import ecgqa.models.fusion as fusion
+    import ecgqa.models.logprobs as logprobs
 
     torch.manual_seed(4)
     m = EcgQaModel.build(_cfg(llm=llm))
     batch = m.make_batch([_q(0), _q(1, answer=("yes",), ecgs=(2,)),
                           _q(2, question="what is the heart axis of this ecg?",
                              answer=("normal heart axis",), ecgs=(3,))], _Signals())
-    monkeypatch.setattr(fusion, "TOP_TOKENS", 3)
+    monkeypatch.setattr(logprobs, "TOP_TOKENS", 3)
     emb, att, tgt = m.splice(batch, m.ecg_tokens(batch.feats))
     with torch.no_grad():
         hidden = m._body()(inputs_embeds=emb, attention_mask=att).last_hidden_state
@@ -247,7 +247,7 @@ def test_top_vocabulary_loss_is_the_softmax_over_answers_and_likely_tokens(llm, 
     assert float(m.loss(batch, vocab="answers").detach()) < float(got.detach()) < float(full)
     got.backward()
     assert any(float(p.grad.abs().max()) > 0 for p in m.projector.parameters())
-    monkeypatch.setattr(fusion, "TOP_TOKENS", logits.shape[1])
+    monkeypatch.setattr(logprobs, "TOP_TOKENS", logits.shape[1])
     assert_fp32_close(m.loss(batch, vocab="top").detach(), full, 64)
 
 

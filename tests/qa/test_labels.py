@@ -28,7 +28,7 @@ from ecgqa.qa.labels import (
     present_answers,
     read_label_table,
 )
-from ecgqa.synth.ecg import NORMAL_RANGES, classify
+from ecgqa.qa.numeric import NORMAL_RANGES, classify
 from tests.conftest import ECGQA, REAL, SHARED_DATA
 
 PTBXL = SHARED_DATA / "ptbxl-zscore-250hz" / "labels.csv"
