@@ -43,17 +43,18 @@ import torch
 
 from ecgqa.config import load_config
 from ecgqa.image_qa.instruct import read_instruct
+from ecgqa.image_qa.loading import build_image_qa, load_image_qa
 from ecgqa.image_qa.model import ImageQaModel
 from ecgqa.image_qa.train import TrainLoraConfig
-from ecgqa.meta.loop import mean_ci
+from ecgqa.intervals import mean_ci
 
 
 def _model(spec: str, config: str) -> ImageQaModel:
     if spec == "untuned":
         torch.manual_seed(0)
-        return ImageQaModel.build(load_config(TrainLoraConfig, config).model,
+        return build_image_qa(load_config(TrainLoraConfig, config).model,
                                   trainable=False).eval()
-    return ImageQaModel.from_pretrained(spec).eval()
+    return load_image_qa(spec).eval()
 
 
 @torch.no_grad()

@@ -114,7 +114,7 @@ class ImageContext:
         if self.features is None:
             self.features = {}
         if ecg_id not in self.features:
-            from ecgqa.image_qa.model import preprocess
+            from ecgqa.image_qa.inputs import preprocess
 
             pixels = preprocess([self.images.get(ecg_id)], self.model.cfg.image_size)
             enc = self.model.encoder
@@ -237,9 +237,9 @@ RUN = {"lora": lora, "lora_disabled": lora_disabled, "lora_blank": lora_blank,
 
 def load_model(cfg, folder: Path):
     """The LoRA model of ``folder`` in eval mode, its generation limit set by the suite."""
-    from ecgqa.image_qa.model import ImageQaModel
+    from ecgqa.image_qa.loading import load_image_qa
 
-    model = ImageQaModel.from_pretrained(folder)
+    model = load_image_qa(folder)
     if cfg.max_new_tokens is not None:
         model.cfg.max_new_tokens = cfg.max_new_tokens
     return model

@@ -26,18 +26,13 @@ from pathlib import Path
 import torch
 
 from ecgqa.config import ConfigError
-from ecgqa.image_qa.model import (
-    MARKER,
-    ImagePrompt,
-    ImageQaConfig,
-    ImageQaModel,
-    _inference_mode,
-    _wrap_lora,
-    encode_answer,
-    load_image,
-)
+from ecgqa.image_qa.inputs import MARKER, ImagePrompt, encode_answer, load_image
+from ecgqa.image_qa.lora import inference_mode, wrap_lora
+from ecgqa.image_qa.model import ImageQaModel
+from ecgqa.image_qa.settings import ImageQaConfig
+from ecgqa.models.errors import LlmError
 from ecgqa.models.fusion import pad_scores
-from ecgqa.models.llm import LlmError, _dtype, _quantization
+from ecgqa.models.llm import quantization_config, torch_dtype
 from ecgqa.registry import Registry
 
 HF_MULTIMODAL: Registry = Registry("multimodal model_type")
@@ -78,7 +73,7 @@ class HfImageQaModel(ImageQaModel):
         torch.nn.Module.__init__(self)
         self.llm, self.processor, self.cfg, self.prompt = llm, processor, cfg, prompt
         self.tokenizer = processor.tokenizer
-        train = not _inference_mode(llm)
+        train = not inference_mode(llm)
         for name, p in self.llm.named_parameters():
             p.requires_grad_(train and ("lora_" in name or "modules_to_save" in name))
 
@@ -91,10 +86,10 @@ class HfImageQaModel(ImageQaModel):
         if kind not in HF_MULTIMODAL:
             raise ConfigError(f"model.hf_multimodal {folder}: model_type {kind!r} is not "
                               f"supported; use one of {', '.join(HF_MULTIMODAL.names())}")
-        kwargs = dict(dtype=_dtype(cfg.llm.dtype), local_files_only=True,
+        kwargs = dict(dtype=torch_dtype(cfg.llm.dtype), local_files_only=True,
                       attn_implementation=cfg.llm.attn_implementation)
-        if _quantization(cfg.llm) is not None:
-            kwargs["quantization_config"] = _quantization(cfg.llm)
+        if quantization_config(cfg.llm) is not None:
+            kwargs["quantization_config"] = quantization_config(cfg.llm)
         try:
             base = HF_MULTIMODAL.build(kind).from_pretrained(folder, **kwargs)
             processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
@@ -103,11 +98,11 @@ class HfImageQaModel(ImageQaModel):
         base.eval()
         for p in base.parameters():
             p.requires_grad_(False)
-        if _quantization(cfg.llm) is not None:
+        if quantization_config(cfg.llm) is not None:
             from ecgqa.models.quantized import make_cpu_trainable
 
             make_cpu_trainable(base)            # CPU bitsandbytes layers: exact gradients
-        llm = _wrap_lora(base, cfg, adapter, trainable,
+        llm = wrap_lora(base, cfg, adapter, trainable,
                          target_modules=language_lora_targets(cfg.lora.target_modules),
                          modules_to_save=["multi_modal_projector"] if cfg.train_vision else None)
         if processor.tokenizer.pad_token_id is None:

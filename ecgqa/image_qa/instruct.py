@@ -496,10 +496,10 @@ def _render_all(folder: Path, records: dict[str, str], size, variation, seed: in
 
 def _write_meta(tmp: Path, plan: Plan, counts: dict, n_images: int, size, variation,
                 seed: int, failed: dict[str, str]) -> None:
-    from ecgqa import __version__
+    from ecgqa.assets import package_version
 
     qtypes = sorted({e.meta.get("question_type", "") for e in plan.entries})
-    meta = {"format": "llava", "ecgqa_version": __version__, "source": plan.source,
+    meta = {"format": "llava", "ecgqa_version": package_version(), "source": plan.source,
             "inputs": plan.inputs, "counts": dict(counts, images=n_images),
             "question_types": qtypes, "skipped": plan.skipped,
             "unreadable_records": failed, "size": list(size),

@@ -10,7 +10,7 @@ uninterrupted one.
 Output folder ``train.out``: ``config.yaml`` (resolved), ``checkpoints/step-*/`` (trainable
 weights, optimizer, RNG; atomic), ``adapter/`` (peft ``adapter_config.json`` +
 ``adapter_model.safetensors``, ``vision.safetensors``, ``config.yaml``; load it with
-:meth:`ecgqa.image_qa.model.ImageQaModel.from_pretrained`). This module and
+:func:`ecgqa.image_qa.loading.load_image_qa`). This module and
 ``ecgqa/train_lora.py`` (with :mod:`ecgqa.trainrun`) are the only places of the LoRA path that
 touch ``accelerate``.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ecgqa.config import ConfigError, field, save_config
-from ecgqa.image_qa.model import ImageQaConfig, validate_model
+from ecgqa.image_qa.settings import ImageQaConfig, validate_model
 from ecgqa.trainrun import (
     flat_gradients,
     gather_tasks,
@@ -153,8 +153,8 @@ class LoraTrainer:
         self.history: list[dict] = []
 
     def setup(self) -> LoraTrainer:
-        from ecgqa.image_qa.model import ImageQaModel
-        from ecgqa.meta.checkpoint import latest_checkpoint, load_checkpoint
+        from ecgqa.image_qa.loading import build_image_qa
+        from ecgqa.trainstate import latest_checkpoint, load_checkpoint
 
         cfg = self.cfg
         self.train_data, self.valid_data = load_data(cfg.data)
@@ -162,7 +162,7 @@ class LoraTrainer:
             check_resume(cfg, self.out)
         self.acc.wait_for_everyone()
         torch.manual_seed(cfg.train.seed)               # same LoRA/vision init on every rank
-        self.model = ImageQaModel.build(cfg.model)
+        self.model = build_image_qa(cfg.model)
         if cfg.model.llm.quantization in (None, "none"):
             self.model.to(self.acc.device)
         self.opt = self._optimizer()
@@ -269,7 +269,7 @@ class LoraTrainer:
     # ---------------------------------------------------------------- output
 
     def save(self) -> None:
-        from ecgqa.meta.checkpoint import save_checkpoint
+        from ecgqa.trainstate import save_checkpoint
 
         if self.acc.is_main_process:
             save_checkpoint(self.out / "checkpoints", self.step, TrainableState(self.model),
@@ -339,7 +339,7 @@ def check_resume(cfg: TrainLoraConfig, out: Path) -> None:
     """Refuse to mix runs: resuming needs the same config, a fresh run an empty out."""
     import yaml
 
-    from ecgqa.meta.checkpoint import latest_checkpoint
+    from ecgqa.trainstate import latest_checkpoint
 
     ckpt = latest_checkpoint(out / "checkpoints")
     if not cfg.train.resume:

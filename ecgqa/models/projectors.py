@@ -20,10 +20,16 @@ ANIL can adapt the head alone (:mod:`ecgqa.meta.algorithms`).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
+from ecgqa.config import ConfigError, short
 from ecgqa.registry import PROJECTORS
+
+#: The arguments the model gives every projector (``n_tokens`` is ``model.n_ecg_tokens``).
+_GIVEN = ("d_enc", "d_llm", "n_tokens")
 
 
 class _Pooled(nn.Module):
@@ -114,6 +120,9 @@ def attention(d_enc: int, d_llm: int, n_tokens: int = 8, dim: int = 256,
 @PROJECTORS.register("qformer")
 def qformer(d_enc: int, d_llm: int, n_tokens: int = 8, dim: int = 256, heads: int = 4,
             layers: int = 2) -> nn.Module:
+    if layers < 1:
+        raise ValueError(f"layers {layers} must be >= 1 (without a block the queries never "
+                         "see the ECG)")
     return QueryProjector(d_enc, d_llm, n_tokens, dim, heads, layers=layers,
                           self_attention=True)
 
@@ -121,3 +130,48 @@ def qformer(d_enc: int, d_llm: int, n_tokens: int = 8, dim: int = 256, heads: in
 def build_projector(name: str, d_enc: int, d_llm: int, **kwargs) -> nn.Module:
     """Build a registered projector; raises KeyError naming the choices."""
     return PROJECTORS.build(name, d_enc=d_enc, d_llm=d_llm, **kwargs)
+
+
+def check_projector(name: str, kwargs: dict, n_tokens: int, section: str = "model",
+                    tokens_key: str = "n_ecg_tokens") -> None:
+    """Check a config's projector choice before any model loads.
+
+    The projector is built once, on the ``meta`` device (no memory, no numbers), with small
+    stand-ins for the encoder's and the LLM's widths, so whatever its constructor refuses
+    (an unknown argument, ``dim`` not divisible by ``heads``, ...) is found here.
+
+    Args:
+        name: ``{section}.projector``, a registered name.
+        kwargs: ``{section}.projector_kwargs``.
+        n_tokens: ECG tokens per ECG (``{section}.n_ecg_tokens``).
+        section: the config section, for the messages.
+        tokens_key: the config key of ``n_tokens`` (``n_image_tokens`` on the image path).
+
+    Raises:
+        ConfigError: a one-line message naming the key and the fix.
+    """
+    if name not in PROJECTORS:
+        raise ConfigError(f"{section}.projector {short(name)}: use one of "
+                          f"{', '.join(PROJECTORS.names())}")
+    if n_tokens < 1:
+        raise ConfigError(f"{section}.{tokens_key} {n_tokens} must be >= 1")
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{section}.projector_kwargs {short(kwargs)}: give a mapping of "
+                          "argument names to values")
+    accepted = [k for k in inspect.signature(PROJECTORS.get(name)).parameters
+                if k not in _GIVEN]
+    for key in kwargs:
+        if key not in accepted:
+            fix = (f"set {section}.{tokens_key} instead" if key == "n_tokens" else
+                   f"remove {short(key)}")
+            raise ConfigError(f"{section}.projector_kwargs {short(key)}: the {name} projector "
+                              f"takes {', '.join(accepted) or 'no arguments'}; {fix}")
+    try:
+        with torch.device("meta"):
+            build_projector(name, d_enc=8, d_llm=8, n_tokens=n_tokens, **kwargs)
+    except (TypeError, ValueError, ArithmeticError, AssertionError, RuntimeError) as err:
+        why = " ".join(str(err).split())[:200] or type(err).__name__
+        names = accepted or [f"{section}.{tokens_key}"]
+        change = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ConfigError(f"{section}.projector_kwargs {short(kwargs)}: the {name} projector "
+                          f"cannot be built ({why}); change {change}") from None

@@ -269,13 +269,13 @@ def test_a_lead_subset_blanks_the_other_leads_in_the_image(synth_qa):
 def test_sensitivity_methods_ask_of_a_blank_page_and_of_another_record(
         image_run, image_adapter, synth_qa):
     from ecgqa.bench.image import blank_image, other_record
-    from ecgqa.image_qa.model import ImageQaModel
+    from ecgqa.image_qa.loading import load_image_qa
     from ecgqa.qa.ecgqa import QaSample, load_ecgqa
     from ecgqa.qa.episodes import Episode
 
     cell = _cell(image_run, "*1shot*.json")
     question = {s.sample_id: s.question for s in load_ecgqa(synth_qa).samples}
-    model = ImageQaModel.from_pretrained(image_adapter).eval()
+    model = load_image_qa(image_adapter).eval()
     blank = blank_image((32, 64))
     for e in cell["methods"]["lora_blank"][:3]:
         for q in e["queries"]:
@@ -328,14 +328,15 @@ def test_feature_classifiers_read_the_image_encoders_features(image_adapter, syn
     """protonet on the image path: softmax over minus the squared distances between the
     query's and each answer's mean support features of the adapter's image encoder."""
     from ecgqa.bench.image import ImageContext, QueryImages, image_protonet
-    from ecgqa.image_qa.model import ImageQaModel, preprocess
+    from ecgqa.image_qa.inputs import preprocess
+    from ecgqa.image_qa.loading import load_image_qa
     from ecgqa.qa.ecgqa import load_ecgqa
     from ecgqa.qa.episodes import Episode
     from ecgqa.qa.resolve import make_resolver
     from ecgqa.records.leads import parse_leads
 
     data = load_ecgqa(synth_qa)
-    model = ImageQaModel.from_pretrained(image_adapter).eval()
+    model = load_image_qa(image_adapter).eval()
     images = QueryImages(make_resolver(synth_qa), (32, 64), parse_leads("12-lead"))
     ctx = ImageContext(model, images, data.vocab)
     verify = [s for s in data.samples if s.question_type == "single-verify"]

@@ -25,6 +25,7 @@ from ecgqa.image_qa.distill import (
     to_pixels,
 )
 from ecgqa.image_qa.encoders import TokenImageEncoder, grid_positions
+from ecgqa.image_qa.loading import load_image_qa
 from ecgqa.image_qa.model import ImageQaModel
 from ecgqa.models.projectors import build_projector
 from tests.conftest import ROOT
@@ -174,7 +175,7 @@ def test_a_model_starts_from_the_distilled_encoder_and_keeps_it_frozen(distilled
     saved = yaml.safe_load((folder / "config.yaml").read_text())["model"]
     assert saved["image_encoder"] == "cnn_tokens" and saved["image_encoder_init"] is None
     model.eval().requires_grad_(False)
-    loaded = ImageQaModel.from_pretrained(folder)
+    loaded = load_image_qa(folder)
     opts = [["yes", "no"], ["no", "yes"]]
     assert torch.equal(model.score_options(images(), [QUESTION] * 2, opts),
                        loaded.score_options(images(), [QUESTION] * 2, opts))

@@ -11,12 +11,10 @@ import torch
 from PIL import Image
 
 from ecgqa.config import ConfigError, load_config
-from ecgqa.image_qa.model import (
-    NEVER_ADAPTED,
-    ImageQaModel,
-    lora_module_names,
-    validate_model,
-)
+from ecgqa.image_qa.loading import build_image_qa, load_image_qa
+from ecgqa.image_qa.lora import lora_module_names
+from ecgqa.image_qa.model import ImageQaModel
+from ecgqa.image_qa.settings import NEVER_ADAPTED, validate_model
 from ecgqa.image_qa.train import TrainLoraConfig
 from tests.conftest import ROOT
 from tests.image_qa.tiny_models import tiny_llava, tiny_mllama
@@ -146,7 +144,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     conf = json.loads((folder / "adapter_config.json").read_text())
     assert conf["peft_type"] == "LORA" and conf["r"] == model.cfg.lora.rank
 
-    loaded = ImageQaModel.from_pretrained(folder)
+    loaded = load_image_qa(folder)
     assert not loaded.trainable_parameters()                # loaded for inference
     batch = model.make_batch(images(), [[(QUESTION, "yes")], [(QUESTION, "no")]])
     with torch.no_grad():
@@ -233,7 +231,7 @@ def test_a_qlora_step_changes_only_lora_and_reloads(qlora, tmp_path):
     assert any("lora_" in n for n in diff)
     assert all("lora_" in n or n.startswith(("encoder.", "projector.")) for n in diff)
     folder = model.save_pretrained(tmp_path / "q")
-    loaded = ImageQaModel.from_pretrained(folder)
+    loaded = load_image_qa(folder)
     assert loaded.cfg.llm.quantization == "4bit"
     opts = [["yes", "no"]]
     model.eval()
@@ -255,7 +253,7 @@ def hf_folder(request, tmp_path_factory):
 def test_hf_multimodal_lora_on_the_language_model_only(hf_folder, tmp_path):
     torch.manual_seed(3)
     cfg = tiny_model_config(hf_multimodal=str(hf_folder), train_vision=False)
-    model = ImageQaModel.build(cfg)
+    model = build_image_qa(cfg)
     names = lora_module_names(model.llm)
     assert names and all(".language_model." in n for n in names)
     assert not [n for n in names if "vision" in n or any(k in n for k in NEVER_ADAPTED)]
@@ -266,7 +264,7 @@ def test_hf_multimodal_lora_on_the_language_model_only(hf_folder, tmp_path):
     model.eval()
     folder = model.save_pretrained(tmp_path / "adapter")
     assert (folder / "adapter_model.safetensors").is_file()
-    loaded = ImageQaModel.from_pretrained(folder)
+    loaded = load_image_qa(folder)
     opts = [["yes", "no"], ["no", "not sure"]]
     assert torch.allclose(model.score_options(images(), [QUESTION] * 2, opts),
                           loaded.score_options(images(), [QUESTION] * 2, opts))
@@ -276,7 +274,7 @@ def test_hf_multimodal_lora_on_the_language_model_only(hf_folder, tmp_path):
 
 def test_hf_multimodal_train_vision_trains_the_projector_in_the_adapter(hf_folder):
     torch.manual_seed(4)
-    model = ImageQaModel.build(tiny_model_config(hf_multimodal=str(hf_folder)))
+    model = build_image_qa(tiny_model_config(hf_multimodal=str(hf_folder)))
     model.train()
     diff = changed(model, one_step(model))
     assert {n for n in diff if "lora_" not in n} and all(
@@ -289,7 +287,7 @@ def test_a_local_llava_folder_loads_4bit_and_trains_lora_on_the_cpu(tmp_path):
     cfg = tiny_model_config(hf_multimodal=str(tiny_llava(tmp_path / "llava")),
                             train_vision=False)
     cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, quantization="4bit"))
-    model = ImageQaModel.build(cfg)
+    model = build_image_qa(cfg)
     assert any("bitsandbytes" in type(m).__module__ for m in model.llm.modules())
     assert is_cpu_trainable(model.llm)
     model.train()

@@ -34,7 +34,7 @@ def run(data, out, *overrides):
 
 
 def test_tiny_recipe_trains_saves_and_reloads(data, tmp_path):
-    from ecgqa.image_qa.model import ImageQaModel
+    from ecgqa.image_qa.loading import load_image_qa
 
     tr = run(data, tmp_path / "run", "train.steps=12", "train.eval_every=6")
     losses = [h["loss"] for h in tr.history]
@@ -46,7 +46,7 @@ def test_tiny_recipe_trains_saves_and_reloads(data, tmp_path):
                  "config.yaml"):
         assert (adapter / name).is_file(), name
     assert (tmp_path / "run" / "config.yaml").is_file()
-    loaded = ImageQaModel.from_pretrained(adapter)
+    loaded = load_image_qa(adapter)
     tr.model.eval().requires_grad_(False)       # as loaded (MultiheadAttention's fast path)
     images = [tr.train_data[0].image, tr.train_data[1].image]
     q = [s.turns[0][0] for s in tr.train_data[:2]]

@@ -417,7 +417,7 @@ def test_a_good_classes_json_still_loads(adapter):
 
 def test_a_path_naming_no_home_is_not_a_runtime_error():
     from ecgqa.chat import ChatError, read_image
-    from ecgqa.image_qa.model import ImageQaConfig, validate_model
+    from ecgqa.image_qa.settings import ImageQaConfig, validate_model
     from ecgqa.meta.adapter import AdapterError, load_adapter
     from ecgqa.models.encoders import EncoderError, load_encoder
 
@@ -604,9 +604,9 @@ def lora(lora_saved, tmp_path) -> Path:
 
 
 def _load_lora(folder: Path):
-    from ecgqa.chat import _image_adapter_folder, _load_image_model
+    from ecgqa.chat.adapters import image_adapter_folder, load_image_model
 
-    return _load_image_model(_image_adapter_folder(folder))
+    return load_image_model(image_adapter_folder(folder))
 
 
 @pytest.mark.parametrize("mutate,match", [
