@@ -96,7 +96,7 @@ def test_template_questions_take_the_templates_answer_classes():
     ("What is the heart rate?", 126, "what is the range of the rr interval of this ecg?"),
     ("Which values are abnormal?", 127,
      "which numeric features of this ecg are out of the normal range?"),
-    ("Any premature beats here?", 38, "what kind of extra systoles does this ecg show?"),
+    ("Any premature beats here?", 38, "what kind of extra systole does this ecg show?"),
 ])
 def test_free_questions_map_to_the_closest_known_question(question, tid, asked):
     """The model is asked the known question's own wording and scores its options, so
@@ -108,6 +108,35 @@ def test_free_questions_map_to_the_closest_known_question(question, tid, asked):
     assert (kind.kind, kind.template_id, kind.asked_as) == ("template", tid, asked)
     assert kind.options == BY_ID[tid].options
     assert match_template(asked) == tid or tid == 126 and "range of the" in asked
+
+
+def test_question_kinds_agree_with_the_data_layers_template_table():
+    """chat's query patterns and closest-kind wordings are checked against the synthetic
+    template table (ecgqa.synth.questions.TEMPLATES), not restated unchecked: every query
+    question a template writes is recognised as a template with the same answer options,
+    and every wording chat asks the model is one its template writes."""
+    from ecgqa.chat.questions import _CLOSEST_KINDS, _TEMPLATE_PATTERNS, match_template
+    from ecgqa.synth.ecg import sample_facts
+    from ecgqa.synth.questions import BY_ID, TEMPLATES, ask
+
+    rng = np.random.default_rng(0)
+    facts = [sample_facts(rng) for _ in range(80)]
+    written: dict[int, set[str]] = {t.template_id: set() for t in TEMPLATES}
+    for t in TEMPLATES:
+        for i, f in enumerate(facts):
+            made = ask(t, rng, *((f, facts[-1 - i]) if t.comparison else (f,)))
+            if made is not None:
+                written[t.template_id].add(made[0])
+    for tid, _ in _TEMPLATE_PATTERNS:
+        assert written[tid], f"template {tid} wrote no question"
+    for t in TEMPLATES:
+        for question in written[t.template_id]:
+            found = match_template(question)
+            if t.question_type.endswith("query"):
+                assert found is not None, (t.template_id, question)
+            assert found is None or BY_ID[found].options == t.options, (question, found)
+    for tid, wording, _ in _CLOSEST_KINDS:
+        assert wording + "?" in {q.lower() for q in written[tid]}, (tid, wording)
 
 
 # --------------------------------------------------------------------------- answers

@@ -220,14 +220,15 @@ def test_the_shipped_image_adapter_answers_out_of_the_box_and_reads_the_image(ca
     import torch
     from PIL import Image
 
-    from ecgqa.image_qa.model import SHIPPED_IMAGE_ADAPTER, ImageQaModel
+    from ecgqa.image_qa.loading import load_image_qa
+    from ecgqa.image_qa.model import SHIPPED_IMAGE_ADAPTER
     from ecgqa.image_qa.render import render_image
     from ecgqa.records.read import read_record
 
     out = ask_json("--ecg", str(ECG), "--modality", "image", capsys=capsys)
     assert out["modality"] == "image" and out["adapter"] == "default"
     assert abs(sum(o["prob"] for o in out["options"]) - 1) < 1e-5
-    model = ImageQaModel.from_pretrained("image")
+    model = load_image_qa("image")
     assert model.cfg.image_encoder == "cnn_tokens" and model.cfg.image_encoder_init is None
     assert not model.trainable_parameters()
     h, w = model.cfg.image_size

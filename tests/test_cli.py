@@ -53,6 +53,23 @@ def test_every_option_of_every_command_is_explained(capsys):
                 assert opt in text, (argv, opt)
 
 
+@pytest.mark.parametrize("command", ["train-meta", "train-lora"])
+def test_the_training_commands_help_is_the_recipes(command, capsys):
+    """`ecgqa train-meta --help` is the recipe's own help (the same parser as
+    `accelerate launch ecgqa/train_meta.py`), every option explained."""
+    with pytest.raises(SystemExit) as ex:
+        main([command, "--help"])
+    assert ex.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"usage: ecgqa {command}" in text
+    for option in ("--config", "--resume", "--report-to", "--help-config", "dotted overrides"):
+        assert option in text, option
+    assert main([command, "--config"]) == 2          # argparse's error, one line
+    err = capsys.readouterr().err
+    assert err.startswith("ecgqa: error: argument --config: expected one argument")
+    assert err.count("\n") == 1
+
+
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out

@@ -189,10 +189,10 @@ def check_adapter(source: str, modality: str) -> Path:
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise BenchError(f"{folder}: no such adapter folder")
-    kind = adapter_kind(folder)
+    kind = adapter_modality(folder)
     if kind is None:
         hint = (f"; did you mean {folder / 'adapter'}?"
-                if adapter_kind(folder / "adapter") else "")
+                if adapter_modality(folder / "adapter") else "")
         raise BenchError(f"{folder}: not a saved adapter (signal: config.yaml + meta.yaml "
                          "from train-meta; image: config.yaml + adapter_config.json from "
                          f"train-lora){hint}")
@@ -203,7 +203,7 @@ def check_adapter(source: str, modality: str) -> Path:
     return folder
 
 
-def adapter_kind(folder: Path) -> str | None:
+def adapter_modality(folder: Path) -> str | None:
     """``signal``, ``image`` or None (not an adapter folder)."""
     if not (folder / "config.yaml").is_file():
         return None
@@ -423,9 +423,9 @@ def _versions() -> dict:
     import torch
     import transformers
 
-    import ecgqa
+    from ecgqa.assets import package_version
 
-    return {"ecgqa": ecgqa.__version__, "python": sys.version.split()[0],
+    return {"ecgqa": package_version(), "python": sys.version.split()[0],
             "torch": torch.__version__, "transformers": transformers.__version__,
             "platform": platform.platform()}
 

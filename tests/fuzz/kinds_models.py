@@ -843,17 +843,19 @@ def _lora_case(rng: random.Random, work: Path) -> Case:
 
     def run_it():
         from ecgqa import chat
-        from ecgqa.image_qa.model import ImageQaModel
+        from ecgqa.chat import adapters
+        from ecgqa.errors import EcgqaError
+        from ecgqa.image_qa.loading import load_image_qa
 
-        folder = chat._image_adapter_folder(run)
+        folder = adapters.image_adapter_folder(run)
         if target == "render_settings":
             return chat.render_settings(folder)
-        if overrides:       # what _load_image_model does, with a tiny LLM
+        if overrides:       # what load_image_model does, with a tiny LLM
             try:
-                return ImageQaModel.from_pretrained(folder, **overrides)
-            except chat.EcgqaError as err:
+                return load_image_qa(folder, **overrides)
+            except EcgqaError as err:
                 raise chat.ChatError(f"--adapter {folder}: {err}") from None
-        return chat._load_image_model(folder)
+        return adapters.load_image_model(folder)
 
     def check(result):
         import torch

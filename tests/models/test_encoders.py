@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from ecgqa.cli import build_parser
+from ecgqa.cli.encoder import cmd_encoder_pretrain, cmd_encoder_probe
 from ecgqa.config import ConfigError, load_config
 from ecgqa.models.encoders import (
     DEFAULT_ENCODER_DIR,
@@ -21,7 +23,6 @@ from ecgqa.models.encoders import (
     prepare,
     save_encoder,
 )
-from ecgqa.models.encoders.commands import cmd_encoder_pretrain, cmd_encoder_probe
 from ecgqa.models.encoders.pretrain import EncoderPretrainConfig, masked_bce, nt_xent, pretrain
 from ecgqa.models.encoders.probe import linear_probe, macro_auroc, probe_split
 from ecgqa.models.encoders.targets import LABELS, targets_from_facts
@@ -277,18 +278,23 @@ def test_tiny_pretrain_lowers_loss_and_saves(synth, tmp_path):
     assert res.n_labels == 0                    # too few examples per class: skipped, no crash
 
 
+def _encoder_args(*argv: str):
+    """``ecgqa encoder ARGV`` as the command line parses it."""
+    return build_parser().parse_args(["encoder", *argv])
+
+
 def test_commands(synth, tmp_path, capsys):
-    args = argparse.Namespace(config=str(ROOT / "configs" / "encoder" / "tiny.yaml"),
-                              data=str(synth), out=str(tmp_path / "enc"),
-                              overrides=["epochs=1", "--lead_dropout", "0"], quiet=True)
+    config = str(ROOT / "configs" / "encoder" / "tiny.yaml")
+    args = _encoder_args("pretrain", "--config", config, "--data", str(synth), "--out",
+                         str(tmp_path / "enc"), "--quiet", "epochs=1", "lead_dropout=0")
     assert cmd_encoder_pretrain(args) == 0
     assert "val macro AUROC" in capsys.readouterr().out
     assert load_encoder(tmp_path / "enc").provenance["config"]["epochs"] == 1
     with pytest.raises(ConfigError, match="data"):
-        cmd_encoder_pretrain(argparse.Namespace(config=args.config, data=str(tmp_path / "none"),
-                                                out=None, overrides=[]))
+        cmd_encoder_pretrain(_encoder_args("pretrain", "--config", config, "--data",
+                                           str(tmp_path / "none"), "--quiet"))
     with pytest.raises(ValueError, match="--data"):
-        cmd_encoder_probe(argparse.Namespace(encoder="default", data=None))
+        cmd_encoder_probe(_encoder_args("probe"))
 
 
 # --------------------------------------------------------------------------- real-data pipeline
@@ -373,11 +379,10 @@ def test_pretrain_on_a_label_table(tmp_path, capsys):
     """`ecgqa encoder pretrain --labels CSV` on 22 real PTB-XL records (units NU, 250 Hz):
     runs, writes safetensors + config, and reloads with the band-pass pipeline."""
     labels = _label_csv(tmp_path)
-    args = argparse.Namespace(config=str(ROOT / "configs" / "encoder" / "tiny.yaml"),
-                              data=None, labels=str(labels), out=str(tmp_path / "enc"),
-                              overrides=["epochs=2", "min_positives=2", "fs=250",
-                                         "bandpass=[0.5, 40]", "time_shift=true",
-                                         "noise_std=0.05"], quiet=True)
+    args = _encoder_args("pretrain", "--config", str(ROOT / "configs" / "encoder" / "tiny.yaml"),
+                         "--labels", str(labels), "--out", str(tmp_path / "enc"), "--quiet",
+                         "epochs=2", "min_positives=2", "fs=250", "bandpass=[0.5, 40]",
+                         "time_shift=true", "noise_std=0.05")
     assert cmd_encoder_pretrain(args) == 0
     assert "val macro AUROC" in capsys.readouterr().out
     out = tmp_path / "enc"
