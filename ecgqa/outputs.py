@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +20,7 @@ def atomic_folder(out: Path) -> Iterator[Path]:
         ...     (tmp / "train.json").write_text("[]")
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = _new_folder(out.parent, f".{out.name}.")
     try:
         yield tmp
         if out.exists():
@@ -29,3 +29,16 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new folder ``parent/prefix<random>`` made by a plain mkdir, so it gets the mode any
+    folder would (``0o777 & ~umask``), not ``tempfile.mkdtemp``'s private 0700."""
+    for _ in range(100):
+        tmp = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{parent}: no free name for a temporary folder {prefix}*")

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import netrc
 import os
+from urllib.parse import urlparse
 
 import torch
 
@@ -43,17 +44,18 @@ def make_accelerator(cfg):
 
 
 def wandb_mode() -> str:
-    """``WANDB_MODE`` when set; online when the user has logged in; else offline."""
+    """``WANDB_MODE`` when set; online when the user has logged in (``WANDB_API_KEY``, or an
+    API key as the password of the wandb host's own ``~/.netrc`` entry); else offline."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if os.environ.get("WANDB_API_KEY"):
         return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
     try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
+        entry = netrc.netrc().hosts.get(host or "api.wandb.ai")   # not the `default` entry
     except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
+        entry = None
+    return "online" if entry and entry[2] else "offline"         # (login, account, password)
 
 
 def flatten_config(d: dict, prefix: str = "") -> dict:
@@ -131,7 +133,16 @@ def ordered_sum(rows: torch.Tensor) -> torch.Tensor:
 
 
 def set_gradients(params, flat: torch.Tensor) -> None:
-    """Give each parameter its slice of the flat vector ``flat`` as its gradient."""
+    """Give each parameter its slice of the flat vector ``flat`` as its gradient.
+
+    Raises:
+        ValueError: ``flat`` is not one vector of the parameters' total size.
+    """
+    params = list(params)
+    total = sum(p.numel() for p in params)
+    if flat.dim() != 1 or flat.numel() != total:
+        raise ValueError(f"a flat gradient of shape {tuple(flat.shape)} for parameters of "
+                         f"{total} values")
     i = 0
     for p in params:
         n = p.numel()

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 
 from ecgqa.config import ConfigError, field, save_config
+from ecgqa.intervals import mean_ci
 from ecgqa.meta.algorithms import build_algorithm, meta_parameters
-from ecgqa.meta.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ecgqa.meta.data import DataConfig, MetaData, ensure_data, load_meta_data
-from ecgqa.meta.loop import MetaConfig, evaluate_episode, mean_ci, task_loss
+from ecgqa.meta.loop import MetaConfig, evaluate_episode, task_loss
 from ecgqa.models.fusion import LOSS_VOCABS, ModelConfig
+from ecgqa.models.projectors import check_projector
 from ecgqa.qa.episodes import WAYS
 from ecgqa.registry import META_ALGOS
 from ecgqa.trainrun import (
@@ -39,6 +40,7 @@ from ecgqa.trainrun import (
     set_gradients,
     validate_report_to,
 )
+from ecgqa.trainstate import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -75,6 +77,7 @@ def validate(cfg: TrainMetaConfig) -> None:
         raise ConfigError(f"meta.algorithm {m.algorithm!r}: use one of "
                           f"{', '.join(META_ALGOS.names())}")
     validate_report_to(t.report_to)
+    check_projector(cfg.model.projector, cfg.model.projector_kwargs, cfg.model.n_ecg_tokens)
     for name, value in (("train.steps", t.steps), ("meta.inner_steps", m.inner_steps + 1),
                         ("meta.meta_batch", m.meta_batch), ("data.n_way", d.n_way),
                         ("data.k_shot", d.k_shot), ("data.q_query", d.q_query)):

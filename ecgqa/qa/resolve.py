@@ -206,10 +206,10 @@ def write_index(path: str | os.PathLike, records: dict[int, str | os.PathLike]) 
                 except ValueError:
                     pass
                 w.writerow([ecg_id, rec.as_posix()])
+        os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)           # nothing written half-way
+        tmp.unlink(missing_ok=True)           # nothing written half-way, nothing left behind
         raise
-    os.replace(tmp, path)
     return path
 
 

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from ecgqa.meta.adapter import SHIPPED_ADAPTERS, AdapterError, load_adapter
 from ecgqa.meta.data import DataConfig, load_meta_data
-from ecgqa.meta.loop import adapt, evaluate_episode, learner_for_test_time
+from ecgqa.meta.loop import adapt, answer_terms, evaluate_episode, learner_for_test_time
+from ecgqa.qa.collate import parse_answer
 
 
 def test_the_shipped_adapter_adapts_on_a_support_set_and_answers(synth_qa, signal_cache_dir):
@@ -31,8 +32,14 @@ def test_the_shipped_adapter_adapts_on_a_support_set_and_answers(synth_qa, signa
     assert after < 0.5 * losses[0], (losses, after)    # the meta-learned init adapts fast
     results = evaluate_episode(model, algo, episode, signals, meta.eval_steps,
                                vocab=data.data.vocab)
+    terms = answer_terms([[tuple(o) for o in r.options] for r in results], data.data.vocab)
     for r in results:
-        assert abs(sum(r.probs) - 1) < 1e-4 and isinstance(r.generated, str)
+        assert abs(sum(r.probs) - 1) < 1e-4
+        # the adapted adapter answers in answer terms (no free text), and exact match is
+        # whether those terms are the truth
+        said = parse_answer(r.generated, terms)
+        assert said is not None, r.generated
+        assert r.exact_match == (said == frozenset(r.truth)), (r.generated, r.truth)
 
 
 def test_a_folder_that_is_not_an_adapter_is_refused(tmp_path):

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from ecgqa.intervals import mean_ci
 from ecgqa.meta.algorithms import build_algorithm, meta_parameters
-from ecgqa.meta.loop import MetaConfig, adapt, evaluate_episode, mean_ci, task_loss
+from ecgqa.meta.loop import MetaConfig, adapt, evaluate_episode, task_loss
 from ecgqa.models.fusion import EcgQaModel, ModelConfig
 from ecgqa.models.llm import LlmConfig
+from ecgqa.qa.collate import parse_answer
 from ecgqa.qa.ecgqa import QaSample
 from ecgqa.qa.episodes import Episode
 from ecgqa.synth.ecg import sample_facts, synthesize
@@ -194,7 +196,9 @@ def test_evaluation_adapts_a_copy_and_scores_after_reading_the_question(signals)
     for r in results:
         assert r.options == [("no",), ("yes",)]
         assert abs(sum(r.probs) - 1) < 1e-5
-        assert isinstance(r.generated, str) and r.exact_match in (True, False)
+        # exact match: the generated text read as answer terms is the truth
+        said = parse_answer(r.generated, ["no", "yes"])
+        assert r.exact_match == (said == frozenset(r.truth)), (r.generated, r.truth)
         assert r.option_correct == (r.options[int(np.argmax(r.probs))] == r.truth)
     for p, b in zip(model.projector.parameters(), before):
         assert torch.equal(p.detach(), b)           # test-time adaptation never leaks back

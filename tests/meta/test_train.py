@@ -319,3 +319,27 @@ def test_the_ecgqa_command_runs_the_same_recipe(capsys):
     assert main(["train-meta", "--config", str(TINY), "--meta.algorithm", "bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ecgqa: error: meta.algorithm 'bogus'")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["model.projector=nope"], "model.projector 'nope': use one of attention, linear, mlp"),
+    (["model.projector_kwargs={dim: 16, heads: 3}"],
+     "embed_dim must be divisible by num_heads); change dim or heads"),
+    (["model.projector_kwargs={width: 16}"],
+     "'width': the attention projector takes dim, heads; remove 'width'"),
+    (["model.projector=linear"], "'dim': the linear projector takes no arguments; remove 'dim'"),
+    (["model.projector_kwargs={n_tokens: 2}"], "set model.n_ecg_tokens instead"),
+    (["model.n_ecg_tokens=0"], "model.n_ecg_tokens 0 must be >= 1"),
+])
+def test_bad_projector_settings_fail_with_one_line_before_any_model_loads(monkeypatch, capsys,
+                                                                          extra, message):
+    from ecgqa.cli import main
+
+    def no_loading(*args, **kwargs):
+        pytest.fail("validation let a bad projector setting through to setup")
+
+    monkeypatch.setattr(MetaTrainer, "setup", no_loading)
+    monkeypatch.setattr(EcgQaModel, "build", no_loading)
+    assert main(["train-meta", "--config", str(TINY), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecgqa: error: model.") and message in err[0]
