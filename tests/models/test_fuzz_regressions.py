@@ -624,7 +624,7 @@ def _load_lora(folder: Path):
     (lambda f: _edit_yaml(f / "config.yaml", lambda t: t["model"]["llm"].update(
         tiny_layers=10 ** 6)), "out of range"),
     (lambda f: _edit_yaml(f / "config.yaml", lambda t: t["model"]["projector_kwargs"].update(
-        heads={"a": 1})), "cannot build"),
+        heads={"a": 1})), "attention projector cannot be built"),
     (lambda f: _edit_yaml(f / "config.yaml", lambda t: t.pop("model")), "mappings 'model'"),
     (lambda f: _edit_yaml(f / "config.yaml", lambda t: t["prompt"].update(first=3)),
      "a prompt needs"),
