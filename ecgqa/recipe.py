@@ -14,7 +14,7 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 
-from ecgqa.errors import user_message
+from ecgqa.errors import report_user_errors
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser, config_example: str,
@@ -115,14 +115,5 @@ class Recipe:
         """``python ecgqa/NAME.py`` / ``accelerate launch ecgqa/NAME.py``: user errors are
         one line (exit 2), Ctrl-C exits 130."""
         args = self.parse(sys.argv[1:] if argv is None else argv, f"{self.name}.py")
-        try:
-            return self.run(args)
-        except KeyboardInterrupt:
-            print(f"{self.name}: interrupted (resume with --resume)", file=sys.stderr)
-            return 130
-        except Exception as err:                  # noqa: BLE001 - user errors are one line
-            message = user_message(err)
-            if message is None:
-                raise
-            print(f"{self.name}: error: {message}", file=sys.stderr)
-            return 2
+        return report_user_errors(self.name, lambda: self.run(args),
+                                  "interrupted (resume with --resume)")

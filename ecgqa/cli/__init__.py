@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ecgqa.assets import package_version
 from ecgqa.cli import bench, chat, data, encoder, records, train
 from ecgqa.cli.parsing import EXIT_USAGE, Parser, UserError
-from ecgqa.errors import user_message
+from ecgqa.errors import report_user_errors
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
 
@@ -36,18 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ecgqa`` console script."""
     parser = build_parser()
-    try:
+
+    def run() -> int:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
         return args.func(args)
-    except KeyboardInterrupt:
-        print("ecgqa: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:                       # noqa: BLE001 - user errors are one line
-        message = user_message(err)
-        if message is None:
-            raise
-        print(f"ecgqa: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+
+    return report_user_errors("ecgqa", run)

@@ -151,15 +151,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     """Classes and episodes each question type supports."""
-    from ecgqa.qa.ecgqa import EcgQaError
     from ecgqa.qa.stats import episode_table, format_table
 
-    try:
-        rows, note = episode_table(args.qa, records=args.records, version=args.version,
-                                   n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query,
-                                   seed=args.seed, by=args.by, test_split=args.test_split)
-    except EcgQaError as err:
-        raise UserError(str(err)) from None
+    rows, note = episode_table(args.qa, records=args.records, version=args.version,
+                               n_way=args.n_way, k_shot=args.k_shot, q_query=args.q_query,
+                               seed=args.seed, by=args.by, test_split=args.test_split)
     print(json.dumps({"note": note, "rows": rows}, indent=2) if args.json
           else format_table(rows, note))
     return 0
@@ -228,13 +224,9 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
 
 def cmd_data_index(args: argparse.Namespace) -> int:
     """Records index of the PTB-XL records under some folders."""
-    from ecgqa.qa.ecgqa import EcgQaError
     from ecgqa.qa.resolve import find_ptbxl_records, write_index
 
-    try:
-        found = find_ptbxl_records(args.folders)
-    except EcgQaError as err:
-        raise UserError(str(err)) from None
+    found = find_ptbxl_records(args.folders)
     if not found:
         raise UserError(f"no PTB-XL records (00001_lr, 00001_hr, HR00001) under "
                         f"{', '.join(args.folders)}")
